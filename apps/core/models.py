@@ -1,0 +1,31 @@
+"""Shared primitives for every domain app: a timestamped base model and the platform choices."""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class Platform(models.TextChoices):
+    X = "x", "X"
+    TELEGRAM = "telegram", "Telegram"
+    DISCORD = "discord", "Discord"
+
+
+class Currency(models.TextChoices):
+    USD = "usd", "USD"
+    EUR = "eur", "EUR"
+    GBP = "gbp", "GBP"
+
+
+class TimeStampedModel(models.Model):
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        abstract = True
+
+
+def format_money(amount_minor: int, currency: str) -> str:
+    """Money is stored as integer minor units; this renders it for people (2-decimal currencies only)."""
+    symbol = {"usd": "$", "eur": "€", "gbp": "£"}.get(currency.lower(), currency.upper() + " ")
+    return f"{symbol}{amount_minor // 100:,}.{amount_minor % 100:02d}"
