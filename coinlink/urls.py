@@ -2,9 +2,14 @@ from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 
+from apps.core import views as core_views
+
 urlpatterns = [
+    path("", include("apps.portal.urls")),
     path("admin/", admin.site.urls),
     path("accounts/", include("allauth.urls")),
+    path("api/", include("coinlink.api_urls")),
+    path("health/", core_views.health, name="health"),
 ]
 
 if settings.DEBUG:

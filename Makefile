@@ -1,0 +1,47 @@
+# CoinLink: `make run` sets everything up and serves the platform; `make test` runs the suite.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+
+.PHONY: install run serve test lint format typecheck clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Set up (virtualenv, install, migrate, demo data, operator account) and serve on the embedded default.
+run: install
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py seed_demo
+	$(BIN)/python manage.py ensure_dev_operator
+	$(BIN)/python manage.py runserver $(HOST):$(PORT)
+
+## Serve without the set-up steps.
+serve: install
+	$(BIN)/python manage.py runserver $(HOST):$(PORT)
+
+## The test suite (CI sets DATABASE_URL and REDIS_URL to run it on PostgreSQL and Redis).
+test: install
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python manage.py makemigrations --check --dry-run
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+typecheck: install
+	$(BIN)/mypy apps coinlink
+
+clean:
+	rm -rf $(VENV) db.sqlite3 db.sqlite3-* var .pytest_cache .ruff_cache .mypy_cache

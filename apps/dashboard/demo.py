@@ -1,0 +1,464 @@
+"""The demo world that ``manage.py seed_demo`` builds for a newcomer, from the factories the tests use.
+
+Everything is keyed by natural keys and generated from fixed seeds, so a second run finds every row in place
+and writes nothing. Times are anchored to the start of the current UTC day.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import statistics
+from collections import Counter
+from dataclasses import dataclass, field
+
+from django.db import transaction
+from django.utils import timezone
+
+from apps.accounts.factories import UserFactory
+from apps.accounts.models import User
+from apps.agents.factories import PerformanceSnapshotFactory
+from apps.agents.models import PerformanceSnapshot
+from apps.billing.factories import PlanFactory, SubscriptionFactory
+from apps.billing.models import (
+    BillingInterval,
+    Entitlement,
+    EntitlementSource,
+    Plan,
+    PlanPrice,
+    Subscription,
+    SubscriptionStatus,
+)
+from apps.community.factories import CommunityUserFactory, PlatformIdentityFactory, UserInteractionFactory
+from apps.community.models import CommunityUser, InteractionKind, PlatformIdentity, UserInteraction
+from apps.content.factories import ExclusiveContentFactory, PublishedContentFactory
+from apps.content.models import ContentFormat, ExclusiveContent, PublishedContent
+from apps.core.models import Platform
+from apps.experiments.models import ABTest, ABTestVariant, Assignment
+from apps.integrations.market_simulator import simulate_ohlcv
+from apps.market.factories import InsightFactory, MarketDataFactory, NewsArticleFactory, SentimentDataFactory
+from apps.market.models import Insight, InsightType, MarketData, NewsArticle, SentimentData
+from apps.moderation.factories import ModerationRuleFactory
+from apps.moderation.models import ModerationRule
+
+WATCHLIST = ("BTC/USDT", "ETH/USDT", "SOL/USDT", "XRP/USDT", "DOGE/USDT")
+DEMO_EXCHANGE = "simulated"
+HISTORY_DAYS = 30
+COMMUNITY_SIZE = 300
+DEMO_MEMBER_EMAIL = "member@coinlink.local"
+DEMO_MEMBER_PASSWORD = "coinlink-member"  # noqa: S105 - a published demo credential, development only
+
+# How often each platform's community does each thing, so the demo funnel looks like a real one.
+_KIND_WEIGHTS = {
+    Platform.X: {InteractionKind.LIKE: 50, InteractionKind.REPLY: 15, InteractionKind.REPOST: 12,
+                 InteractionKind.MENTION: 8, InteractionKind.QUOTE: 5},
+    Platform.TELEGRAM: {InteractionKind.MESSAGE: 60, InteractionKind.REACTION: 30, InteractionKind.JOIN: 3},
+    Platform.DISCORD: {InteractionKind.MESSAGE: 55, InteractionKind.REACTION: 35, InteractionKind.JOIN: 3},
+}
+_QUESTIONS = (
+    "What's your target for {coin} this week?",
+    "Is this {coin} volume spike real or a wash?",
+    "How do you read the RSI on {coin} right now?",
+    "Would you add to {coin} here or wait for a retest?",
+)
+_REMARKS = (
+    "Great call on {coin} yesterday",
+    "{coin} looking strong on the 4h",
+    "Thanks for the chart, very clear",
+    "Holding my {coin} through this chop",
+    "That breakout on {coin} was clean",
+)
+_NEWS = (
+    ("Spot {coin} ETF inflows hit a three-week high", 0.52),
+    ("{coin} developers ship long-awaited network upgrade", 0.44),
+    ("Exchange outflows of {coin} climb as holders move to cold storage", 0.31),
+    ("Regulators open consultation on stablecoin reserves", -0.12),
+    ("Large {coin} transfer to exchange sparks sell-off fears", -0.41),
+    ("Derivatives funding for {coin} turns negative", -0.22),
+)
+
+
+@dataclass
+class SeedReport:
+    created: Counter[str] = field(default_factory=Counter)
+
+    def add(self, table: str, count: int) -> None:
+        if count:
+            self.created[table] += count
+
+    @property
+    def total(self) -> int:
+        return sum(self.created.values())
+
+
+def _bulk_insert(model: type, rows: list, report: SeedReport) -> None:  # type: ignore[type-arg]
+    """Insert rows that are not there yet; existing natural keys are left untouched."""
+    before = model.objects.count()  # type: ignore[attr-defined]
+    model.objects.bulk_create(rows, ignore_conflicts=True, batch_size=500)  # type: ignore[attr-defined]
+    report.add(model._meta.db_table, model.objects.count() - before)  # type: ignore[attr-defined]
+
+
+def seed_demo(*, anchor: dt.datetime | None = None) -> SeedReport:
+    """Build the demo world, or complete it where rows are missing; returns what was created."""
+    anchor = anchor or timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
+    report = SeedReport()
+    with transaction.atomic():
+        plans = _seed_plans(report)
+        _seed_market(anchor, report)
+        insights = _seed_insights(anchor, report)
+        posts = _seed_published(anchor, insights, report)
+        _seed_community(anchor, posts, report)
+        _seed_members(anchor, plans, report)
+        _seed_exclusive(anchor, report)
+        _seed_experiment(posts, report)
+        _seed_moderation(report)
+        _seed_snapshots(anchor, report)
+    return report
+
+
+def _seed_plans(report: SeedReport) -> dict[str, Plan]:
+    specs = [
+        ("pro", "Pro", 1, 7, 2900, 29000, ["portal.premium", "discord.role:demo-members", "telegram.channel:demo-vip"]),
+        ("elite", "Elite", 2, 0, 7900, 79000,
+         ["portal.premium", "portal.elite", "discord.role:demo-members", "discord.role:demo-elite",
+          "telegram.channel:demo-vip"]),
+    ]
+    plans: dict[str, Plan] = {}
+    for slug, name, rank, trial_days, monthly, yearly, keys in specs:
+        existed = Plan.objects.filter(slug=slug).exists()
+        plan = PlanFactory(
+            slug=slug, name=name, rank=rank, trial_days=trial_days, entitlement_keys=keys,
+            grace_entitlement_keys=["portal.premium"],
+        )
+        report.add("plans", 0 if existed else 1)
+        for interval, amount in ((BillingInterval.MONTH, monthly), (BillingInterval.YEAR, yearly)):
+            _, created = PlanPrice.objects.get_or_create(
+                plan=plan, interval=interval, currency="usd", is_active=True, defaults={"amount_minor": amount}
+            )
+            report.add("plan_prices", int(created))
+        plans[slug] = plan
+    return plans
+
+
+def _seed_market(anchor: dt.datetime, report: SeedReport) -> None:
+    candles = []
+    for symbol in WATCHLIST:
+        for c in simulate_ohlcv(symbol, "1h", anchor, HISTORY_DAYS * 24):
+            candles.append(
+                MarketDataFactory.build(
+                    exchange=DEMO_EXCHANGE, symbol=symbol, timeframe="1h", ts=c.ts,
+                    open=c.open, high=c.high, low=c.low, close=c.close, volume=c.volume,
+                )
+            )
+    _bulk_insert(MarketData, candles, report)
+
+    rng = random.Random(11)  # noqa: S311 - demo data
+    articles = []
+    for i in range(24):
+        symbol = WATCHLIST[i % len(WATCHLIST)]
+        title, score = _NEWS[i % len(_NEWS)]
+        articles.append(
+            NewsArticleFactory.build(
+                source=("CoinDesk", "The Block", "Decrypt")[i % 3],
+                guid=f"demo-news-{i}",
+                url=f"https://news.example.com/demo/{i}",
+                title=title.format(coin=symbol.split("/")[0]),
+                published_at=anchor - dt.timedelta(hours=3 * i + rng.randint(0, 2)),
+                symbols=[symbol],
+                sentiment_score=score,
+                sentiment_label="bullish" if score > 0.05 else ("bearish" if score < -0.05 else "neutral"),
+            )
+        )
+    _bulk_insert(NewsArticle, articles, report)
+
+    windows = []
+    for symbol in WATCHLIST:
+        srng = random.Random(symbol)  # noqa: S311 - demo data
+        for hour in range(48):
+            end = anchor - dt.timedelta(hours=hour)
+            n = srng.randint(40, 260)
+            pos, neg = srng.randint(0, n // 2), srng.randint(0, n // 3)
+            windows.append(
+                SentimentDataFactory.build(
+                    symbol=symbol, source="x", window_start=end - dt.timedelta(hours=1), window_end=end,
+                    sample_size=n, positive=pos, negative=neg, neutral=n - pos - neg,
+                    score=round((pos - neg) / n, 4),
+                )
+            )
+    _bulk_insert(SentimentData, windows, report)
+
+
+def _seed_insights(anchor: dt.datetime, report: SeedReport) -> list[Insight]:
+    """Insights computed from the seeded candles, so every number shown is one the data supports."""
+    insights = []
+    for symbol in WATCHLIST:
+        closes = list(
+            MarketData.objects.filter(exchange=DEMO_EXCHANGE, symbol=symbol, timeframe="1h", ts__lt=anchor)
+            .order_by("-ts")
+            .values_list("close", "volume")[:72]
+        )
+        if len(closes) < 72:
+            continue
+        last_close, last_volume = closes[0]
+        change_24h = (last_close / closes[24][0] - 1) * 100
+        volumes = [v for _, v in closes[1:]]
+        z = (last_volume - statistics.fmean(volumes)) / (statistics.pstdev(volumes) or 1.0)
+        coin = symbol.split("/")[0]
+        insight_type = InsightType.PRICE_MOVE if abs(change_24h) >= abs(z) else InsightType.VOLUME_SPIKE
+        evidence = {
+            "close": round(last_close, 6),
+            "change_24h_pct": round(change_24h, 2),
+            "volume_zscore": round(z, 2),
+            "window_hours": 72,
+        }
+        if insight_type == InsightType.PRICE_MOVE:
+            headline = f"{coin} {'up' if change_24h >= 0 else 'down'} {abs(change_24h):.1f}% in 24h"
+            confidence = min(0.95, 0.4 + abs(change_24h) / 20)
+        else:
+            headline = f"{coin} volume {z:.1f}σ above its 3-day mean"
+            confidence = min(0.95, 0.4 + abs(z) / 10)
+        insight, created = Insight.objects.get_or_create(
+            symbol=symbol,
+            type=insight_type,
+            detected_at=anchor,
+            defaults={
+                **{k: v for k, v in InsightFactory.build().__dict__.items() if k in {"status"}},
+                "timeframe": "1h",
+                "confidence": round(confidence, 3),
+                "headline": headline,
+                "evidence": evidence,
+            },
+        )
+        report.add("insights", int(created))
+        insights.append(insight)
+    return insights
+
+
+def _seed_published(anchor: dt.datetime, insights: list[Insight], report: SeedReport) -> list[PublishedContent]:
+    rng = random.Random(5)  # noqa: S311 - demo data
+    rows = []
+    platforms = (Platform.X, Platform.TELEGRAM, Platform.DISCORD)
+    for i, insight in enumerate(insights * 3):
+        platform = platforms[i % 3]
+        coin = insight.symbol.split("/")[0]
+        impressions = rng.randint(800, 12000)
+        likes, reposts, replies = rng.randint(10, 400), rng.randint(0, 80), rng.randint(0, 40)
+        external_id = f"demo-{platform}-{i}"
+        url = {
+            Platform.X: f"https://x.com/coinlink/status/{1_800_000_000_000_000_000 + i}",
+            Platform.TELEGRAM: f"https://t.me/coinlink_demo/{100 + i}",
+            Platform.DISCORD: "",
+        }[platform]
+        rows.append(
+            PublishedContentFactory.build(
+                platform=platform,
+                format=ContentFormat.SINGLE_POST if platform == Platform.X else ContentFormat.LONG_POST,
+                external_id=external_id,
+                url=url,
+                text=f"{insight.headline}. ${coin} last at {insight.evidence['close']:,} "
+                f"(24h {insight.evidence['change_24h_pct']:+.2f}%). Not financial advice.",
+                published_at=anchor - dt.timedelta(hours=6 * i + 1),
+                metrics={"impressions": impressions, "likes": likes, "reposts": reposts, "replies": replies},
+                engagement_rate=round((likes + reposts + replies) / impressions, 4),
+            )
+        )
+    _bulk_insert(PublishedContent, rows, report)
+    return list(PublishedContent.objects.filter(external_id__startswith="demo-").order_by("published_at"))
+
+
+def _seed_community(anchor: dt.datetime, posts: list[PublishedContent], report: SeedReport) -> None:
+    platforms = (Platform.X, Platform.TELEGRAM, Platform.DISCORD)
+    existing = set(
+        PlatformIdentity.objects.filter(external_id__startswith="demo-").values_list("platform", "external_id")
+    )
+    identities: list[PlatformIdentity] = []
+    for i in range(COMMUNITY_SIZE):
+        # One generator per person, so skipping people already there leaves everyone else the same.
+        rng = random.Random(f"person-{i}")  # noqa: S311 - demo data
+        home = platforms[rng.choices(range(3), weights=(45, 35, 20))[0]]
+        also = platforms[(platforms.index(home) + 1) % 3] if rng.random() < 0.15 else None
+        handle = f"{rng.choice(('sats', 'hodl', 'chart', 'degen', 'whale', 'alpha', 'moon'))}_{i:03d}"
+        # Plain strings: an enum member hashes differently from its value, and ``existing`` holds values.
+        keys = [(home.value, f"demo-{home.value}-{i}")] + ([(also.value, f"demo-{also.value}-{i}")] if also else [])
+        if all(k in existing for k in keys):
+            continue
+        first_seen = anchor - dt.timedelta(days=rng.randint(3, 120), minutes=rng.randint(0, 1439))
+        person = CommunityUserFactory(display_name=handle.replace("_", " ").title(), first_seen_at=first_seen)
+        report.add("community_users", 1)
+        for platform, external_id in keys:
+            identities.append(
+                PlatformIdentityFactory(
+                    community_user=person, platform=platform, external_id=external_id, username=handle,
+                    linked_at=first_seen if also else None,
+                )
+            )
+            report.add("platform_identities", 1)
+
+    all_identities = list(
+        PlatformIdentity.objects.filter(external_id__startswith="demo-").select_related("community_user")
+    )
+    interactions = []
+    for identity in all_identities:
+        irng = random.Random(identity.external_id)  # noqa: S311 - demo data
+        activity = irng.choice((0, 1, 2, 4, 8, 16, 32))
+        kinds = _KIND_WEIGHTS[Platform(identity.platform)]
+        platform_posts = [p for p in posts if p.platform == identity.platform]
+        last_seen = identity.community_user.first_seen_at
+        for j in range(activity):
+            kind = irng.choices(list(kinds), weights=list(kinds.values()))[0]
+            occurred = anchor - dt.timedelta(days=irng.uniform(0, 30))
+            coin = irng.choice(WATCHLIST).split("/")[0]
+            question = kind in (InteractionKind.REPLY, InteractionKind.MESSAGE, InteractionKind.MENTION) and (
+                irng.random() < 0.2
+            )
+            text = ""
+            if kind in (InteractionKind.REPLY, InteractionKind.MESSAGE, InteractionKind.MENTION, InteractionKind.QUOTE):
+                text = irng.choice(_QUESTIONS if question else _REMARKS).format(coin=coin)
+            interactions.append(
+                UserInteractionFactory.build(
+                    identity=identity,
+                    community_user=identity.community_user,
+                    platform=identity.platform,
+                    kind=kind,
+                    external_id=f"{identity.external_id}-{j}",
+                    content=irng.choice(platform_posts) if platform_posts and irng.random() < 0.7 else None,
+                    text=text,
+                    is_question=question,
+                    occurred_at=occurred,
+                )
+            )
+            last_seen = max(last_seen, occurred)
+        if last_seen != identity.community_user.last_seen_at and identity.community_user.last_seen_at < last_seen:
+            CommunityUser.objects.filter(pk=identity.community_user_id, last_seen_at__lt=last_seen).update(
+                last_seen_at=last_seen
+            )
+    _bulk_insert(UserInteraction, interactions, report)
+
+
+def _seed_members(anchor: dt.datetime, plans: dict[str, Plan], report: SeedReport) -> None:
+    """A dozen portal members in every subscription state, each linked to a community user."""
+    states = [
+        SubscriptionStatus.ACTIVE, SubscriptionStatus.ACTIVE, SubscriptionStatus.ACTIVE, SubscriptionStatus.ACTIVE,
+        SubscriptionStatus.ACTIVE, SubscriptionStatus.TRIALING, SubscriptionStatus.TRIALING,
+        SubscriptionStatus.PAST_DUE, SubscriptionStatus.CANCELED, SubscriptionStatus.ACTIVE,
+        SubscriptionStatus.ACTIVE, SubscriptionStatus.UNPAID,
+    ]
+    linkable = list(
+        CommunityUser.objects.filter(portal_user__isnull=True, identities__external_id__startswith="demo-")
+        .order_by("id")
+        .distinct()[: len(states)]
+    )
+    for i, status in enumerate(states):
+        email = DEMO_MEMBER_EMAIL if i == 0 else f"demo-member-{i}@coinlink.local"
+        user = User.objects.filter(email=email).first()
+        existed = user is not None
+        if user is None:
+            # Only the first demo member can log in; the rest get unusable passwords (and no slow hashing).
+            user = UserFactory(
+                email=email, display_name=f"Demo member {i}", password=DEMO_MEMBER_PASSWORD if i == 0 else None
+            )
+            report.add("users", 1)
+        if not existed and i < len(linkable):
+            CommunityUser.objects.filter(pk=linkable[i].pk).update(portal_user=user)
+        plan = plans["elite" if i % 5 == 4 else "pro"]
+        sub_id = f"sub_demo{i:010d}"
+        subscription = Subscription.objects.filter(stripe_subscription_id=sub_id).first()
+        if subscription is None:
+            start = anchor - dt.timedelta(days=5 + 7 * i)
+            period_start = start + dt.timedelta(days=30 * ((anchor - start).days // 30))
+            subscription = SubscriptionFactory(
+                user=user, plan=plan, price=plan.prices.get(interval=BillingInterval.MONTH),
+                stripe_subscription_id=sub_id, stripe_customer_id=f"cus_demo{i:010d}", status=status,
+                current_period_start=period_start, current_period_end=period_start + dt.timedelta(days=30),
+                trial_end=period_start + dt.timedelta(days=7) if status == SubscriptionStatus.TRIALING else None,
+                canceled_at=anchor - dt.timedelta(days=2) if status == SubscriptionStatus.CANCELED else None,
+                ended_at=anchor - dt.timedelta(days=2) if status == SubscriptionStatus.CANCELED else None,
+                past_due_since=anchor - dt.timedelta(days=1) if status == SubscriptionStatus.PAST_DUE else None,
+            )
+            report.add("subscriptions", 1)
+        if status in (SubscriptionStatus.ACTIVE, SubscriptionStatus.TRIALING, SubscriptionStatus.PAST_DUE):
+            source = EntitlementSource.TRIAL if status == SubscriptionStatus.TRIALING else EntitlementSource.SUBSCRIPTION
+            for key in plan.entitlement_keys:
+                _, created = Entitlement.objects.get_or_create(
+                    user=user, key=key, subscription=subscription, source=source,
+                    defaults={"starts_at": subscription.current_period_start, "ends_at": subscription.current_period_end},
+                )
+                report.add("entitlements", int(created))
+
+
+def _seed_exclusive(anchor: dt.datetime, report: SeedReport) -> None:
+    week = (anchor - dt.timedelta(days=anchor.weekday())).date()
+    specs = [
+        ("weekly-market-report-demo", "Weekly market report", ExclusiveContent.Kind.MARKET_REPORT, week),
+        ("reading-volume-spikes", "Reading volume spikes without getting faked out", ExclusiveContent.Kind.GUIDE, None),
+        ("rsi-divergence-playbook", "The RSI divergence playbook", ExclusiveContent.Kind.ANALYSIS, None),
+    ]
+    for slug, title, kind, period in specs:
+        if ExclusiveContent.objects.filter(slug=slug).exists():
+            continue
+        ExclusiveContentFactory(slug=slug, title=title, kind=kind, period_start=period, published_at=anchor)
+        report.add("exclusive_content", 1)
+
+
+def _seed_experiment(posts: list[PublishedContent], report: SeedReport) -> None:
+    test, created = ABTest.objects.get_or_create(
+        slug="post-opening-line",
+        defaults={
+            "name": "Opening line: question vs statement",
+            "subject": ABTest.Subject.POST,
+            "hypothesis": "Opening with a question earns more replies than opening with a statement.",
+            "metric": "engagement_rate",
+            "status": ABTest.Status.RUNNING,
+            "started_at": posts[0].published_at if posts else timezone.now(),
+            "min_sample_size": 50,
+        },
+    )
+    report.add("ab_tests", int(created))
+    variants = {}
+    for key, name, payload in (
+        ("A", "Statement", {"opening": "statement"}),
+        ("B", "Question", {"opening": "question"}),
+    ):
+        variant, created = ABTestVariant.objects.get_or_create(
+            test=test, key=key, defaults={"name": name, "payload": payload, "is_control": key == "A"}
+        )
+        report.add("ab_test_variants", int(created))
+        variants[key] = variant
+    rows = [
+        Assignment(
+            test=test,
+            variant=variants["AB"[i % 2]],
+            subject_key=f"post:{post.external_id}",
+            exposed_at=post.published_at,
+            value=post.engagement_rate,
+        )
+        for i, post in enumerate(posts)
+    ]
+    _bulk_insert(Assignment, rows, report)
+
+
+def _seed_moderation(report: SeedReport) -> None:
+    for name, kind, pattern, action in (
+        ("Giveaway and doubling scams", ModerationRule.Kind.SCAM,
+         "double your (btc|eth|sol)\nsend .* (to|and) receive\nclaim (your )?airdrop", "delete_message"),
+        ("Unknown links from new members", ModerationRule.Kind.LINK, "coinlink.local\nx.com\nt.me", "warn"),
+        ("Flooding", ModerationRule.Kind.FLOOD, "5 messages / 10 seconds", "mute"),
+    ):
+        existed = ModerationRule.objects.filter(name=name).exists()
+        ModerationRuleFactory(name=name, kind=kind, pattern=pattern, action=action)
+        report.add("moderation_rules", 0 if existed else 1)
+
+
+def _seed_snapshots(anchor: dt.datetime, report: SeedReport) -> None:
+    rng = random.Random(9)  # noqa: S311 - demo data
+    rows = []
+    for day in range(14):
+        captured = anchor - dt.timedelta(days=day)
+        for platform in ("x", "telegram", "discord"):
+            rows.append(
+                PerformanceSnapshotFactory.build(
+                    metric="engagement_rate", scope=f"platform:{platform}", captured_at=captured,
+                    value=round(rng.uniform(0.015, 0.07), 4), sample_size=rng.randint(3, 12),
+                )
+            )
+    _bulk_insert(PerformanceSnapshot, rows, report)

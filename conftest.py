@@ -1,0 +1,51 @@
+"""Suite-wide fixtures and the rule that CI never skips the real PostgreSQL and Redis tests."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from django.conf import settings
+
+
+def _uses_postgres() -> bool:
+    return settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    in_ci = bool(os.environ.get("CI"))
+    for item in items:
+        for marker, available, variable in (
+            ("postgres", _uses_postgres(), "DATABASE_URL"),
+            ("redis", bool(settings.REDIS_URL), "REDIS_URL"),
+        ):
+            if item.get_closest_marker(marker) and not available:
+                if in_ci:
+                    # In CI a missing service is an error, never a skip.
+                    item.fixturenames.insert(0, "_fail_missing_service")  # type: ignore[attr-defined]
+                else:
+                    item.add_marker(pytest.mark.skip(reason=f"needs {variable}"))
+
+
+@pytest.fixture
+def _fail_missing_service(request: pytest.FixtureRequest) -> None:
+    pytest.fail("CI must run this test against the real service; its URL variable is unset")
+
+
+@pytest.fixture(autouse=True)
+def _media_root(settings: object, tmp_path_factory: pytest.TempPathFactory) -> None:
+    settings.MEDIA_ROOT = tmp_path_factory.mktemp("media")  # type: ignore[attr-defined]
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings: object) -> None:
+    # The production hasher is deliberately slow; tests only need hashing to round-trip.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # type: ignore[attr-defined]
+
+
+@pytest.fixture(autouse=True)
+def _clean_cache() -> None:
+    # With REDIS_URL the cache is shared and outlives a test: throttle counters and the like must not leak.
+    from django.core.cache import cache
+
+    cache.clear()
