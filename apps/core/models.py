@@ -28,4 +28,6 @@ class TimeStampedModel(models.Model):
 def format_money(amount_minor: int, currency: str) -> str:
     """Money is stored as integer minor units; this renders it for people (2-decimal currencies only)."""
     symbol = {"usd": "$", "eur": "€", "gbp": "£"}.get(currency.lower(), currency.upper() + " ")
-    return f"{symbol}{amount_minor // 100:,}.{amount_minor % 100:02d}"
+    sign = "-" if amount_minor < 0 else ""
+    units, cents = divmod(abs(amount_minor), 100)
+    return f"{sign}{symbol}{units:,}.{cents:02d}"
