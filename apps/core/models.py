@@ -31,3 +31,28 @@ def format_money(amount_minor: int, currency: str) -> str:
     sign = "-" if amount_minor < 0 else ""
     units, cents = divmod(abs(amount_minor), 100)
     return f"{sign}{symbol}{units:,}.{cents:02d}"
+
+
+class CircuitBreakerState(models.Model):
+    """The shared state of one outside service's circuit breaker, so every process sees the same state."""
+
+    class State(models.TextChoices):
+        CLOSED = "closed", "Closed (calls flow)"
+        OPEN = "open", "Open (calls refused)"
+        HALF_OPEN = "half_open", "Half-open (one trial call)"
+
+    service = models.CharField(max_length=40, unique=True)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.CLOSED)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    opened_at = models.DateTimeField(null=True, blank=True)
+    last_failure_at = models.DateTimeField(null=True, blank=True)
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "circuit_breakers"
+        ordering = ["service"]
+
+    def __str__(self) -> str:
+        return f"{self.service}: {self.get_state_display()}"

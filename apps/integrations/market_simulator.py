@@ -10,22 +10,13 @@ import datetime as dt
 import hashlib
 import math
 import random
-from dataclasses import dataclass
+
+from apps.integrations.types import Candle
 
 TIMEFRAME_SECONDS = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600, "4h": 14400, "1d": 86400}
 
 # Rough price levels so the demo reads like a real market.
 _BASE_PRICES = {"BTC": 64000.0, "ETH": 3100.0, "SOL": 145.0, "XRP": 0.55, "DOGE": 0.14, "ADA": 0.45}
-
-
-@dataclass(frozen=True, slots=True)
-class Candle:
-    ts: dt.datetime
-    open: float
-    high: float
-    low: float
-    close: float
-    volume: float
 
 
 def _rng(*parts: object) -> random.Random:
