@@ -11,7 +11,12 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from apps.agents.factories import AgentRunFactory, PerformanceSnapshotFactory
-from apps.billing.factories import EntitlementFactory, PlanPriceFactory, StripeEventFactory, SubscriptionFactory
+from apps.billing.factories import (
+    EntitlementFactory,
+    PlanPriceFactory,
+    StripeEventFactory,
+    SubscriptionFactory,
+)
 from apps.community.factories import PlatformIdentityFactory, UserInteractionFactory
 from apps.content.factories import ContentPlanFactory, PublishedContentFactory
 from apps.core.models import format_money
@@ -20,11 +25,33 @@ from apps.market.factories import InsightFactory, MarketDataFactory, NewsArticle
 from apps.market.models import MarketData
 
 SPEC_TABLES = {
-    "market_data", "news_articles", "sentiment_data", "insights", "content_plans", "content_drafts",
-    "published_content", "media", "community_users", "platform_identities", "user_interactions", "plans",
-    "subscriptions", "stripe_events", "entitlements", "conversion_attempts", "exclusive_content",
-    "moderation_actions", "moderation_rules", "moderation_strikes", "ab_tests", "ab_test_variants",
-    "assignments", "performance_snapshots", "agent_logs", "pipeline_runs", "agent_configs",
+    "market_data",
+    "news_articles",
+    "sentiment_data",
+    "insights",
+    "content_plans",
+    "content_drafts",
+    "published_content",
+    "media",
+    "community_users",
+    "platform_identities",
+    "user_interactions",
+    "plans",
+    "subscriptions",
+    "stripe_events",
+    "entitlements",
+    "conversion_attempts",
+    "exclusive_content",
+    "moderation_actions",
+    "moderation_rules",
+    "moderation_strikes",
+    "ab_tests",
+    "ab_test_variants",
+    "assignments",
+    "performance_snapshots",
+    "agent_logs",
+    "pipeline_runs",
+    "agent_configs",
 }
 
 
@@ -41,7 +68,13 @@ def _refused(factory: type, **kwargs: object) -> None:
 @pytest.mark.django_db
 def test_natural_keys_are_unique() -> None:
     candle = MarketDataFactory()
-    _refused(MarketDataFactory, exchange=candle.exchange, symbol=candle.symbol, timeframe=candle.timeframe, ts=candle.ts)
+    _refused(
+        MarketDataFactory,
+        exchange=candle.exchange,
+        symbol=candle.symbol,
+        timeframe=candle.timeframe,
+        ts=candle.ts,
+    )
     MarketDataFactory(exchange="kraken", symbol=candle.symbol, timeframe=candle.timeframe, ts=candle.ts)
 
     article = NewsArticleFactory()
@@ -49,8 +82,11 @@ def test_natural_keys_are_unique() -> None:
 
     window = SentimentDataFactory()
     _refused(
-        SentimentDataFactory, symbol=window.symbol, source=window.source,
-        window_start=window.window_start, window_end=window.window_end,
+        SentimentDataFactory,
+        symbol=window.symbol,
+        source=window.source,
+        window_start=window.window_start,
+        window_end=window.window_end,
     )
 
     identity = PlatformIdentityFactory()
@@ -75,15 +111,24 @@ def test_natural_keys_are_unique() -> None:
     _refused(AssignmentFactory, variant=assignment.variant, subject_key=assignment.subject_key)
 
     snapshot = PerformanceSnapshotFactory()
-    _refused(PerformanceSnapshotFactory, metric=snapshot.metric, scope=snapshot.scope, captured_at=snapshot.captured_at)
+    _refused(
+        PerformanceSnapshotFactory,
+        metric=snapshot.metric,
+        scope=snapshot.scope,
+        captured_at=snapshot.captured_at,
+    )
 
 
 @pytest.mark.django_db
 def test_upsert_on_the_natural_key_does_not_duplicate() -> None:
     ts = dt.datetime(2026, 11, 1, 12, tzinfo=dt.UTC)
-    rows = [MarketDataFactory.build(exchange="binance", symbol="ETH/USDT", timeframe="1h", ts=ts, close=3000.0)]
+    rows = [
+        MarketDataFactory.build(exchange="binance", symbol="ETH/USDT", timeframe="1h", ts=ts, close=3000.0)
+    ]
     MarketData.objects.bulk_create(rows, ignore_conflicts=True)
-    again = [MarketDataFactory.build(exchange="binance", symbol="ETH/USDT", timeframe="1h", ts=ts, close=3010.0)]
+    again = [
+        MarketDataFactory.build(exchange="binance", symbol="ETH/USDT", timeframe="1h", ts=ts, close=3010.0)
+    ]
     MarketData.objects.bulk_create(
         again,
         update_conflicts=True,
@@ -122,8 +167,13 @@ def test_money_is_integer_minor_units() -> None:
 
 @pytest.mark.django_db
 def test_strs_read_well() -> None:
-    candle = MarketDataFactory(exchange="binance", symbol="BTC/USDT", ts=dt.datetime(2026, 11, 1, 9, tzinfo=dt.UTC),
-                               open=60000.0, close=60100.0)
+    candle = MarketDataFactory(
+        exchange="binance",
+        symbol="BTC/USDT",
+        ts=dt.datetime(2026, 11, 1, 9, tzinfo=dt.UTC),
+        open=60000.0,
+        close=60100.0,
+    )
     assert str(candle) == "binance BTC/USDT 1h 2026-11-01 09:00 close 60100"
     insight = InsightFactory(symbol="SOL/USDT", type="volume_spike", confidence=0.815)
     assert str(insight) == "SOL/USDT Volume spike (82%)"

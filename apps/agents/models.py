@@ -109,7 +109,9 @@ class PerformanceSnapshot(models.Model):
     """One observation of a KPI or performance figure. ``scope`` narrows it (a platform, a format, an agent)."""
 
     metric = models.CharField(max_length=60, help_text="e.g. mrr_minor, active_members, engagement_rate")
-    scope = models.CharField(max_length=100, blank=True, default="", help_text="e.g. platform:x, agent:analysis")
+    scope = models.CharField(
+        max_length=100, blank=True, default="", help_text="e.g. platform:x, agent:analysis"
+    )
     value = models.FloatField()
     sample_size = models.PositiveIntegerField(null=True, blank=True)
     captured_at = models.DateTimeField()
@@ -119,7 +121,9 @@ class PerformanceSnapshot(models.Model):
         db_table = "performance_snapshots"
         ordering = ["-captured_at"]
         constraints = [
-            models.UniqueConstraint(fields=["metric", "scope", "captured_at"], name="performance_snapshots_key"),
+            models.UniqueConstraint(
+                fields=["metric", "scope", "captured_at"], name="performance_snapshots_key"
+            ),
         ]
         indexes = [models.Index(fields=["metric", "scope", "-captured_at"], name="performance_series")]
 

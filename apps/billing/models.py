@@ -74,7 +74,9 @@ class PlanPrice(TimeStampedModel):
 
 
 class BillingCustomer(TimeStampedModel):
-    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="billing_customer")
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="billing_customer"
+    )
     stripe_customer_id = models.CharField(max_length=64, unique=True)
     deleted_at = models.DateTimeField(null=True, blank=True)
 
@@ -102,7 +104,9 @@ class Subscription(TimeStampedModel):
     price = models.ForeignKey(PlanPrice, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     stripe_subscription_id = models.CharField(max_length=64, null=True, blank=True, unique=True)
     stripe_customer_id = models.CharField(max_length=64, blank=True, db_index=True)
-    status = models.CharField(max_length=20, choices=SubscriptionStatus.choices, default=SubscriptionStatus.INCOMPLETE)
+    status = models.CharField(
+        max_length=20, choices=SubscriptionStatus.choices, default=SubscriptionStatus.INCOMPLETE
+    )
     current_period_start = models.DateTimeField(null=True, blank=True)
     current_period_end = models.DateTimeField(null=True, blank=True)
     trial_end = models.DateTimeField(null=True, blank=True)
@@ -141,7 +145,9 @@ class StripeEvent(models.Model):
     livemode = models.BooleanField(default=False)
     stripe_created = models.DateTimeField(help_text="When Stripe created the event")
     payload = models.JSONField()
-    status = models.CharField(max_length=10, choices=StripeEventStatus.choices, default=StripeEventStatus.RECEIVED)
+    status = models.CharField(
+        max_length=10, choices=StripeEventStatus.choices, default=StripeEventStatus.RECEIVED
+    )
     attempts = models.PositiveSmallIntegerField(default=0)
     received_at = models.DateTimeField(auto_now_add=True)
     processed_at = models.DateTimeField(null=True, blank=True)

@@ -29,7 +29,9 @@ class CommunityUser(TimeStampedModel):
     last_seen_at = models.DateTimeField()
     engagement_score = models.FloatField(default=0.0)
     score_updated_at = models.DateTimeField(null=True, blank=True)
-    standing = models.CharField(max_length=8, choices=ModerationStanding.choices, default=ModerationStanding.GOOD)
+    standing = models.CharField(
+        max_length=8, choices=ModerationStanding.choices, default=ModerationStanding.GOOD
+    )
     muted_until = models.DateTimeField(null=True, blank=True)
     notes = models.TextField(blank=True)
 
@@ -59,7 +61,9 @@ class PlatformIdentity(TimeStampedModel):
         ordering = ["platform", "username"]
         verbose_name_plural = "platform identities"
         constraints = [
-            models.UniqueConstraint(fields=["platform", "external_id"], name="platform_identities_natural_key"),
+            models.UniqueConstraint(
+                fields=["platform", "external_id"], name="platform_identities_natural_key"
+            ),
         ]
         indexes = [models.Index(fields=["platform", "username"], name="identity_by_username")]
 
@@ -127,4 +131,6 @@ class UserInteraction(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.get_kind_display()} on {self.get_platform_display()} at {self.occurred_at:%Y-%m-%d %H:%M}"
+        return (
+            f"{self.get_kind_display()} on {self.get_platform_display()} at {self.occurred_at:%Y-%m-%d %H:%M}"
+        )

@@ -88,4 +88,3 @@ class ExclusiveContentFactory(DjangoModelFactory[ExclusiveContent]):
     body = factory.Faker("text", max_nb_chars=1500)
     status = ExclusiveStatus.PUBLISHED
     published_at = factory.LazyFunction(timezone.now)
-

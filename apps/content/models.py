@@ -114,7 +114,9 @@ class ContentDraft(TimeStampedModel):
     embed = models.JSONField(default=dict, blank=True, help_text="Discord embed, when the format has one")
     image = models.ForeignKey(Media, null=True, blank=True, on_delete=models.SET_NULL, related_name="drafts")
     generator = models.CharField(max_length=10, choices=Generator.choices, default=Generator.TEMPLATE)
-    checks = models.JSONField(default=dict, blank=True, help_text="Results of the length/number/phrase checks")
+    checks = models.JSONField(
+        default=dict, blank=True, help_text="Results of the length/number/phrase checks"
+    )
     variant = models.ForeignKey(
         "experiments.ABTestVariant", null=True, blank=True, on_delete=models.SET_NULL, related_name="drafts"
     )
@@ -160,6 +162,7 @@ class PublishedContent(models.Model):
         ]
         indexes = [
             models.Index(fields=["platform", "-published_at"], name="published_recent"),
+            models.Index(fields=["-published_at"], name="published_latest"),
             models.Index(fields=["-engagement_rate"], name="published_best"),
         ]
 
@@ -182,7 +185,9 @@ class ExclusiveContent(TimeStampedModel):
     title = models.CharField(max_length=200)
     slug = models.SlugField(max_length=220, unique=True)
     kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.ANALYSIS)
-    summary = models.CharField(max_length=500, blank=True, help_text="Teaser; the only part shown to non-members")
+    summary = models.CharField(
+        max_length=500, blank=True, help_text="Teaser; the only part shown to non-members"
+    )
     body = models.TextField()
     required_entitlement = models.CharField(
         max_length=60, default="portal.premium", help_text="Entitlement key a member needs to read it"

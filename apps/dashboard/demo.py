@@ -50,8 +50,13 @@ DEMO_MEMBER_PASSWORD = "coinlink-member"  # noqa: S105 - a published demo creden
 
 # How often each platform's community does each thing, so the demo funnel looks like a real one.
 _KIND_WEIGHTS = {
-    Platform.X: {InteractionKind.LIKE: 50, InteractionKind.REPLY: 15, InteractionKind.REPOST: 12,
-                 InteractionKind.MENTION: 8, InteractionKind.QUOTE: 5},
+    Platform.X: {
+        InteractionKind.LIKE: 50,
+        InteractionKind.REPLY: 15,
+        InteractionKind.REPOST: 12,
+        InteractionKind.MENTION: 8,
+        InteractionKind.QUOTE: 5,
+    },
     Platform.TELEGRAM: {InteractionKind.MESSAGE: 60, InteractionKind.REACTION: 30, InteractionKind.JOIN: 3},
     Platform.DISCORD: {InteractionKind.MESSAGE: 55, InteractionKind.REACTION: 35, InteractionKind.JOIN: 3},
 }
@@ -118,22 +123,50 @@ def seed_demo(*, anchor: dt.datetime | None = None) -> SeedReport:
 
 def _seed_plans(report: SeedReport) -> dict[str, Plan]:
     specs = [
-        ("pro", "Pro", 1, 7, 2900, 29000, ["portal.premium", "discord.role:demo-members", "telegram.channel:demo-vip"]),
-        ("elite", "Elite", 2, 0, 7900, 79000,
-         ["portal.premium", "portal.elite", "discord.role:demo-members", "discord.role:demo-elite",
-          "telegram.channel:demo-vip"]),
+        (
+            "pro",
+            "Pro",
+            1,
+            7,
+            2900,
+            29000,
+            ["portal.premium", "discord.role:demo-members", "telegram.channel:demo-vip"],
+        ),
+        (
+            "elite",
+            "Elite",
+            2,
+            0,
+            7900,
+            79000,
+            [
+                "portal.premium",
+                "portal.elite",
+                "discord.role:demo-members",
+                "discord.role:demo-elite",
+                "telegram.channel:demo-vip",
+            ],
+        ),
     ]
     plans: dict[str, Plan] = {}
     for slug, name, rank, trial_days, monthly, yearly, keys in specs:
         existed = Plan.objects.filter(slug=slug).exists()
         plan = PlanFactory(
-            slug=slug, name=name, rank=rank, trial_days=trial_days, entitlement_keys=keys,
+            slug=slug,
+            name=name,
+            rank=rank,
+            trial_days=trial_days,
+            entitlement_keys=keys,
             grace_entitlement_keys=["portal.premium"],
         )
         report.add("plans", 0 if existed else 1)
         for interval, amount in ((BillingInterval.MONTH, monthly), (BillingInterval.YEAR, yearly)):
             _, created = PlanPrice.objects.get_or_create(
-                plan=plan, interval=interval, currency="usd", is_active=True, defaults={"amount_minor": amount}
+                plan=plan,
+                interval=interval,
+                currency="usd",
+                is_active=True,
+                defaults={"amount_minor": amount},
             )
             report.add("plan_prices", int(created))
         plans[slug] = plan
@@ -146,8 +179,15 @@ def _seed_market(anchor: dt.datetime, report: SeedReport) -> None:
         for c in simulate_ohlcv(symbol, "1h", anchor, HISTORY_DAYS * 24):
             candles.append(
                 MarketDataFactory.build(
-                    exchange=DEMO_EXCHANGE, symbol=symbol, timeframe="1h", ts=c.ts,
-                    open=c.open, high=c.high, low=c.low, close=c.close, volume=c.volume,
+                    exchange=DEMO_EXCHANGE,
+                    symbol=symbol,
+                    timeframe="1h",
+                    ts=c.ts,
+                    open=c.open,
+                    high=c.high,
+                    low=c.low,
+                    close=c.close,
+                    volume=c.volume,
                 )
             )
     _bulk_insert(MarketData, candles, report)
@@ -180,8 +220,14 @@ def _seed_market(anchor: dt.datetime, report: SeedReport) -> None:
             pos, neg = srng.randint(0, n // 2), srng.randint(0, n // 3)
             windows.append(
                 SentimentDataFactory.build(
-                    symbol=symbol, source="x", window_start=end - dt.timedelta(hours=1), window_end=end,
-                    sample_size=n, positive=pos, negative=neg, neutral=n - pos - neg,
+                    symbol=symbol,
+                    source="x",
+                    window_start=end - dt.timedelta(hours=1),
+                    window_end=end,
+                    sample_size=n,
+                    positive=pos,
+                    negative=neg,
+                    neutral=n - pos - neg,
                     score=round((pos - neg) / n, 4),
                 )
             )
@@ -234,7 +280,9 @@ def _seed_insights(anchor: dt.datetime, report: SeedReport) -> list[Insight]:
     return insights
 
 
-def _seed_published(anchor: dt.datetime, insights: list[Insight], report: SeedReport) -> list[PublishedContent]:
+def _seed_published(
+    anchor: dt.datetime, insights: list[Insight], report: SeedReport
+) -> list[PublishedContent]:
     rng = random.Random(5)  # noqa: S311 - demo data
     rows = []
     platforms = (Platform.X, Platform.TELEGRAM, Platform.DISCORD)
@@ -269,7 +317,9 @@ def _seed_published(anchor: dt.datetime, insights: list[Insight], report: SeedRe
 def _seed_community(anchor: dt.datetime, posts: list[PublishedContent], report: SeedReport) -> None:
     platforms = (Platform.X, Platform.TELEGRAM, Platform.DISCORD)
     existing = set(
-        PlatformIdentity.objects.filter(external_id__startswith="demo-").values_list("platform", "external_id")
+        PlatformIdentity.objects.filter(external_id__startswith="demo-").values_list(
+            "platform", "external_id"
+        )
     )
     identities: list[PlatformIdentity] = []
     for i in range(COMMUNITY_SIZE):
@@ -279,7 +329,9 @@ def _seed_community(anchor: dt.datetime, posts: list[PublishedContent], report: 
         also = platforms[(platforms.index(home) + 1) % 3] if rng.random() < 0.15 else None
         handle = f"{rng.choice(('sats', 'hodl', 'chart', 'degen', 'whale', 'alpha', 'moon'))}_{i:03d}"
         # Plain strings: an enum member hashes differently from its value, and ``existing`` holds values.
-        keys = [(home.value, f"demo-{home.value}-{i}")] + ([(also.value, f"demo-{also.value}-{i}")] if also else [])
+        keys = [(home.value, f"demo-{home.value}-{i}")] + (
+            [(also.value, f"demo-{also.value}-{i}")] if also else []
+        )
         if all(k in existing for k in keys):
             continue
         first_seen = anchor - dt.timedelta(days=rng.randint(3, 120), minutes=rng.randint(0, 1439))
@@ -288,7 +340,10 @@ def _seed_community(anchor: dt.datetime, posts: list[PublishedContent], report: 
         for platform, external_id in keys:
             identities.append(
                 PlatformIdentityFactory(
-                    community_user=person, platform=platform, external_id=external_id, username=handle,
+                    community_user=person,
+                    platform=platform,
+                    external_id=external_id,
+                    username=handle,
                     linked_at=first_seen if also else None,
                 )
             )
@@ -312,7 +367,12 @@ def _seed_community(anchor: dt.datetime, posts: list[PublishedContent], report: 
                 irng.random() < 0.2
             )
             text = ""
-            if kind in (InteractionKind.REPLY, InteractionKind.MESSAGE, InteractionKind.MENTION, InteractionKind.QUOTE):
+            if kind in (
+                InteractionKind.REPLY,
+                InteractionKind.MESSAGE,
+                InteractionKind.MENTION,
+                InteractionKind.QUOTE,
+            ):
                 text = irng.choice(_QUESTIONS if question else _REMARKS).format(coin=coin)
             interactions.append(
                 UserInteractionFactory.build(
@@ -328,7 +388,10 @@ def _seed_community(anchor: dt.datetime, posts: list[PublishedContent], report: 
                 )
             )
             last_seen = max(last_seen, occurred)
-        if last_seen != identity.community_user.last_seen_at and identity.community_user.last_seen_at < last_seen:
+        if (
+            last_seen != identity.community_user.last_seen_at
+            and identity.community_user.last_seen_at < last_seen
+        ):
             CommunityUser.objects.filter(pk=identity.community_user_id, last_seen_at__lt=last_seen).update(
                 last_seen_at=last_seen
             )
@@ -338,10 +401,18 @@ def _seed_community(anchor: dt.datetime, posts: list[PublishedContent], report: 
 def _seed_members(anchor: dt.datetime, plans: dict[str, Plan], report: SeedReport) -> None:
     """A dozen portal members in every subscription state, each linked to a community user."""
     states = [
-        SubscriptionStatus.ACTIVE, SubscriptionStatus.ACTIVE, SubscriptionStatus.ACTIVE, SubscriptionStatus.ACTIVE,
-        SubscriptionStatus.ACTIVE, SubscriptionStatus.TRIALING, SubscriptionStatus.TRIALING,
-        SubscriptionStatus.PAST_DUE, SubscriptionStatus.CANCELED, SubscriptionStatus.ACTIVE,
-        SubscriptionStatus.ACTIVE, SubscriptionStatus.UNPAID,
+        SubscriptionStatus.ACTIVE,
+        SubscriptionStatus.ACTIVE,
+        SubscriptionStatus.ACTIVE,
+        SubscriptionStatus.ACTIVE,
+        SubscriptionStatus.ACTIVE,
+        SubscriptionStatus.TRIALING,
+        SubscriptionStatus.TRIALING,
+        SubscriptionStatus.PAST_DUE,
+        SubscriptionStatus.CANCELED,
+        SubscriptionStatus.ACTIVE,
+        SubscriptionStatus.ACTIVE,
+        SubscriptionStatus.UNPAID,
     ]
     linkable = list(
         CommunityUser.objects.filter(portal_user__isnull=True, identities__external_id__startswith="demo-")
@@ -355,7 +426,9 @@ def _seed_members(anchor: dt.datetime, plans: dict[str, Plan], report: SeedRepor
         if user is None:
             # Only the first demo member can log in; the rest get unusable passwords (and no slow hashing).
             user = UserFactory(
-                email=email, display_name=f"Demo member {i}", password=DEMO_MEMBER_PASSWORD if i == 0 else None
+                email=email,
+                display_name=f"Demo member {i}",
+                password=DEMO_MEMBER_PASSWORD if i == 0 else None,
             )
             report.add("users", 1)
         if not existed and i < len(linkable):
@@ -367,21 +440,40 @@ def _seed_members(anchor: dt.datetime, plans: dict[str, Plan], report: SeedRepor
             start = anchor - dt.timedelta(days=5 + 7 * i)
             period_start = start + dt.timedelta(days=30 * ((anchor - start).days // 30))
             subscription = SubscriptionFactory(
-                user=user, plan=plan, price=plan.prices.get(interval=BillingInterval.MONTH),
-                stripe_subscription_id=sub_id, stripe_customer_id=f"cus_demo{i:010d}", status=status,
-                current_period_start=period_start, current_period_end=period_start + dt.timedelta(days=30),
-                trial_end=period_start + dt.timedelta(days=7) if status == SubscriptionStatus.TRIALING else None,
+                user=user,
+                plan=plan,
+                price=plan.prices.get(interval=BillingInterval.MONTH),
+                stripe_subscription_id=sub_id,
+                stripe_customer_id=f"cus_demo{i:010d}",
+                status=status,
+                current_period_start=period_start,
+                current_period_end=period_start + dt.timedelta(days=30),
+                trial_end=period_start + dt.timedelta(days=7)
+                if status == SubscriptionStatus.TRIALING
+                else None,
                 canceled_at=anchor - dt.timedelta(days=2) if status == SubscriptionStatus.CANCELED else None,
                 ended_at=anchor - dt.timedelta(days=2) if status == SubscriptionStatus.CANCELED else None,
-                past_due_since=anchor - dt.timedelta(days=1) if status == SubscriptionStatus.PAST_DUE else None,
+                past_due_since=anchor - dt.timedelta(days=1)
+                if status == SubscriptionStatus.PAST_DUE
+                else None,
             )
             report.add("subscriptions", 1)
         if status in (SubscriptionStatus.ACTIVE, SubscriptionStatus.TRIALING, SubscriptionStatus.PAST_DUE):
-            source = EntitlementSource.TRIAL if status == SubscriptionStatus.TRIALING else EntitlementSource.SUBSCRIPTION
+            source = (
+                EntitlementSource.TRIAL
+                if status == SubscriptionStatus.TRIALING
+                else EntitlementSource.SUBSCRIPTION
+            )
             for key in plan.entitlement_keys:
                 _, created = Entitlement.objects.get_or_create(
-                    user=user, key=key, subscription=subscription, source=source,
-                    defaults={"starts_at": subscription.current_period_start, "ends_at": subscription.current_period_end},
+                    user=user,
+                    key=key,
+                    subscription=subscription,
+                    source=source,
+                    defaults={
+                        "starts_at": subscription.current_period_start,
+                        "ends_at": subscription.current_period_end,
+                    },
                 )
                 report.add("entitlements", int(created))
 
@@ -390,7 +482,12 @@ def _seed_exclusive(anchor: dt.datetime, report: SeedReport) -> None:
     week = (anchor - dt.timedelta(days=anchor.weekday())).date()
     specs = [
         ("weekly-market-report-demo", "Weekly market report", ExclusiveContent.Kind.MARKET_REPORT, week),
-        ("reading-volume-spikes", "Reading volume spikes without getting faked out", ExclusiveContent.Kind.GUIDE, None),
+        (
+            "reading-volume-spikes",
+            "Reading volume spikes without getting faked out",
+            ExclusiveContent.Kind.GUIDE,
+            None,
+        ),
         ("rsi-divergence-playbook", "The RSI divergence playbook", ExclusiveContent.Kind.ANALYSIS, None),
     ]
     for slug, title, kind, period in specs:
@@ -439,8 +536,12 @@ def _seed_experiment(posts: list[PublishedContent], report: SeedReport) -> None:
 
 def _seed_moderation(report: SeedReport) -> None:
     for name, kind, pattern, action in (
-        ("Giveaway and doubling scams", ModerationRule.Kind.SCAM,
-         "double your (btc|eth|sol)\nsend .* (to|and) receive\nclaim (your )?airdrop", "delete_message"),
+        (
+            "Giveaway and doubling scams",
+            ModerationRule.Kind.SCAM,
+            "double your (btc|eth|sol)\nsend .* (to|and) receive\nclaim (your )?airdrop",
+            "delete_message",
+        ),
         ("Unknown links from new members", ModerationRule.Kind.LINK, "coinlink.local\nx.com\nt.me", "warn"),
         ("Flooding", ModerationRule.Kind.FLOOD, "5 messages / 10 seconds", "mute"),
     ):
@@ -457,8 +558,11 @@ def _seed_snapshots(anchor: dt.datetime, report: SeedReport) -> None:
         for platform in ("x", "telegram", "discord"):
             rows.append(
                 PerformanceSnapshotFactory.build(
-                    metric="engagement_rate", scope=f"platform:{platform}", captured_at=captured,
-                    value=round(rng.uniform(0.015, 0.07), 4), sample_size=rng.randint(3, 12),
+                    metric="engagement_rate",
+                    scope=f"platform:{platform}",
+                    captured_at=captured,
+                    value=round(rng.uniform(0.015, 0.07), 4),
+                    sample_size=rng.randint(3, 12),
                 )
             )
     _bulk_insert(PerformanceSnapshot, rows, report)

@@ -50,7 +50,9 @@ class ABTestVariant(models.Model):
     test = models.ForeignKey(ABTest, on_delete=models.CASCADE, related_name="variants")
     key = models.CharField(max_length=20, help_text="Short label: A, B, ...")
     name = models.CharField(max_length=120)
-    payload = models.JSONField(default=dict, blank=True, help_text="What the variant changes (tone, template, ...)")
+    payload = models.JSONField(
+        default=dict, blank=True, help_text="What the variant changes (tone, template, ...)"
+    )
     weight = models.PositiveSmallIntegerField(default=1, help_text="Relative share of traffic")
     is_control = models.BooleanField(default=False)
 
@@ -66,7 +68,9 @@ class ABTestVariant(models.Model):
 class Assignment(models.Model):
     test = models.ForeignKey(ABTest, on_delete=models.CASCADE, related_name="assignments")
     variant = models.ForeignKey(ABTestVariant, on_delete=models.CASCADE, related_name="assignments")
-    subject_key = models.CharField(max_length=100, help_text="Who or what was assigned, e.g. draft:42, user:7")
+    subject_key = models.CharField(
+        max_length=100, help_text="Who or what was assigned, e.g. draft:42, user:7"
+    )
     assigned_at = models.DateTimeField(auto_now_add=True)
     exposed_at = models.DateTimeField(null=True, blank=True)
     converted_at = models.DateTimeField(null=True, blank=True)
@@ -75,7 +79,9 @@ class Assignment(models.Model):
     class Meta:
         db_table = "assignments"
         ordering = ["-assigned_at"]
-        constraints = [models.UniqueConstraint(fields=["test", "subject_key"], name="assignments_once_per_subject")]
+        constraints = [
+            models.UniqueConstraint(fields=["test", "subject_key"], name="assignments_once_per_subject")
+        ]
         indexes = [models.Index(fields=["variant", "converted_at"], name="assignments_outcomes")]
 
     def __str__(self) -> str:

@@ -106,8 +106,12 @@ class SentimentData(models.Model):
             models.UniqueConstraint(
                 fields=["symbol", "source", "window_start", "window_end"], name="sentiment_data_natural_key"
             ),
-            models.CheckConstraint(condition=Q(window_end__gt=models.F("window_start")), name="sentiment_window"),
-            models.CheckConstraint(condition=Q(score__gte=-1, score__lte=1), name="sentiment_data_score_range"),
+            models.CheckConstraint(
+                condition=Q(window_end__gt=models.F("window_start")), name="sentiment_window"
+            ),
+            models.CheckConstraint(
+                condition=Q(score__gte=-1, score__lte=1), name="sentiment_data_score_range"
+            ),
         ]
         indexes = [models.Index(fields=["symbol", "source", "-window_end"], name="sentiment_symbol_recent")]
 
@@ -157,6 +161,7 @@ class Insight(TimeStampedModel):
         indexes = [
             models.Index(fields=["symbol", "type", "-detected_at"], name="insights_cooldown"),
             models.Index(fields=["status", "-confidence"], name="insights_queue"),
+            models.Index(fields=["-detected_at"], name="insights_recent"),
         ]
 
     def __str__(self) -> str:

@@ -59,7 +59,9 @@ class ModerationAction(TimeStampedModel):
     )
     platform = models.CharField(max_length=12, choices=Platform.choices)
     action = models.CharField(max_length=16, choices=ActionKind.choices)
-    rule = models.ForeignKey(ModerationRule, null=True, blank=True, on_delete=models.SET_NULL, related_name="actions")
+    rule = models.ForeignKey(
+        ModerationRule, null=True, blank=True, on_delete=models.SET_NULL, related_name="actions"
+    )
     interaction = models.ForeignKey(
         "community.UserInteraction", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -91,9 +93,13 @@ class ModerationAction(TimeStampedModel):
 
 
 class Strike(models.Model):
-    community_user = models.ForeignKey("community.CommunityUser", on_delete=models.CASCADE, related_name="strikes")
+    community_user = models.ForeignKey(
+        "community.CommunityUser", on_delete=models.CASCADE, related_name="strikes"
+    )
     action = models.ForeignKey(ModerationAction, on_delete=models.CASCADE, related_name="strikes")
-    rule = models.ForeignKey(ModerationRule, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    rule = models.ForeignKey(
+        ModerationRule, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     weight = models.PositiveSmallIntegerField(default=1)
     created_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField(help_text="Strikes stop counting towards escalation after this")
@@ -115,7 +121,9 @@ class Appeal(TimeStampedModel):
         DENIED = "denied", "Denied"
 
     action = models.ForeignKey(ModerationAction, on_delete=models.CASCADE, related_name="appeals")
-    community_user = models.ForeignKey("community.CommunityUser", on_delete=models.CASCADE, related_name="appeals")
+    community_user = models.ForeignKey(
+        "community.CommunityUser", on_delete=models.CASCADE, related_name="appeals"
+    )
     message = models.TextField()
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.OPEN)
     decided_by = models.ForeignKey(

@@ -126,9 +126,9 @@ def test_guarded_call_retries_inside_the_breaker(monkeypatch: pytest.MonkeyPatch
 def test_retry_after_headers() -> None:
     now = 1_800_000_000.0
     assert retry_after_from_headers({"Retry-After": "12"}, now=now) == 12.0
-    assert retry_after_from_headers({"retry-after": "Fri, 15 Jan 2027 08:00:30 GMT"}, now=now) == pytest.approx(
-        dt.datetime(2027, 1, 15, 8, 0, 30, tzinfo=dt.UTC).timestamp() - now
-    )
+    assert retry_after_from_headers(
+        {"retry-after": "Fri, 15 Jan 2027 08:00:30 GMT"}, now=now
+    ) == pytest.approx(dt.datetime(2027, 1, 15, 8, 0, 30, tzinfo=dt.UTC).timestamp() - now)
     assert retry_after_from_headers({"X-RateLimit-Reset-After": "0.75"}, now=now) == 0.75
     assert retry_after_from_headers({"x-rate-limit-reset": str(int(now) + 90)}, now=now) == 90.0
     assert retry_after_from_headers({"content-type": "application/json"}, now=now) is None

@@ -43,7 +43,12 @@ def test_seed_builds_a_realistic_world() -> None:
     assert PublishedContent.objects.count() == 3 * len(WATCHLIST)
     assert ExclusiveContent.objects.filter(status="published").count() == 3
     assert ABTest.objects.get().variants.count() == 2
-    assert set(Subscription.objects.values_list("status", flat=True)) >= {"active", "trialing", "past_due", "canceled"}
+    assert set(Subscription.objects.values_list("status", flat=True)) >= {
+        "active",
+        "trialing",
+        "past_due",
+        "canceled",
+    }
     assert Entitlement.objects.filter(subscription__status="canceled").count() == 0
     assert report.total == sum(_table_counts().get(t, 0) for t in report.created)
 
@@ -53,7 +58,9 @@ def test_insight_numbers_come_from_the_candles() -> None:
     seed_demo(anchor=ANCHOR)
     for insight in Insight.objects.all():
         closes = list(
-            MarketData.objects.filter(symbol=insight.symbol).order_by("-ts").values_list("close", flat=True)[:25]
+            MarketData.objects.filter(symbol=insight.symbol)
+            .order_by("-ts")
+            .values_list("close", flat=True)[:25]
         )
         assert insight.evidence["close"] == round(closes[0], 6)
         assert insight.evidence["change_24h_pct"] == round((closes[0] / closes[24] - 1) * 100, 2)
@@ -64,15 +71,23 @@ def test_insight_numbers_come_from_the_candles() -> None:
 def test_second_run_changes_nothing() -> None:
     seed_demo(anchor=ANCHOR)
     counts = _table_counts()
-    snapshot = list(UserInteraction.objects.order_by("id").values_list("id", "occurred_at", "community_user_id"))
+    snapshot = list(
+        UserInteraction.objects.order_by("id").values_list("id", "occurred_at", "community_user_id")
+    )
     last_seen = list(CommunityUser.objects.order_by("id").values_list("id", "last_seen_at", "portal_user_id"))
 
     report = seed_demo(anchor=ANCHOR)
 
     assert report.total == 0
     assert _table_counts() == counts
-    assert list(UserInteraction.objects.order_by("id").values_list("id", "occurred_at", "community_user_id")) == snapshot
-    assert list(CommunityUser.objects.order_by("id").values_list("id", "last_seen_at", "portal_user_id")) == last_seen
+    assert (
+        list(UserInteraction.objects.order_by("id").values_list("id", "occurred_at", "community_user_id"))
+        == snapshot
+    )
+    assert (
+        list(CommunityUser.objects.order_by("id").values_list("id", "last_seen_at", "portal_user_id"))
+        == last_seen
+    )
 
 
 @pytest.mark.django_db
@@ -87,4 +102,3 @@ def test_command_reports_and_refuses_production(settings: object) -> None:
     settings.PRODUCTION = True  # type: ignore[attr-defined]
     with pytest.raises(CommandError, match="production"):
         call_command("seed_demo")
-

@@ -17,7 +17,9 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         if settings.PRODUCTION:
-            raise CommandError("the development operator account is never created in production; use createsuperuser")
+            raise CommandError(
+                "the development operator account is never created in production; use createsuperuser"
+            )
         email = os.environ.get("DEV_OPERATOR_EMAIL", DEFAULT_EMAIL)
         password = os.environ.get("DEV_OPERATOR_PASSWORD", DEFAULT_PASSWORD)
         user = User.objects.filter(email=email).first()
@@ -30,4 +32,6 @@ class Command(BaseCommand):
                 user.is_staff = user.is_superuser = user.is_active = True
                 user.save(update_fields=["password", "is_staff", "is_superuser", "is_active"])
             verb = "Found"
-        self.stdout.write(f"{verb} the local operator: log in at {settings.SITE_URL}/admin/ as {email} / {password}")
+        self.stdout.write(
+            f"{verb} the local operator: log in at {settings.SITE_URL}/admin/ as {email} / {password}"
+        )

@@ -1,0 +1,224 @@
+"""The content pipeline in the admin: plans with their drafts, draft review, what was published, the members'
+library and media."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.db import models
+from django.db.models import Model, QuerySet
+from django.http import HttpRequest
+from django.template.defaultfilters import truncatechars
+from django.utils.safestring import SafeString
+
+from apps.accounts.models import User
+from apps.content.models import ContentDraft, ContentPlan, ExclusiveContent, Media, PublishedContent
+from apps.content.services import (
+    content_draft_approve,
+    content_draft_reject,
+    exclusive_content_archive,
+    exclusive_content_publish,
+)
+from apps.core.admin import SelectRelatedAdmin, pretty_json
+
+
+class ContentDraftInline(admin.TabularInline):
+    model = ContentDraft
+    fields = ("status", "platform", "format", "generator", "excerpt", "created_at")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+    @admin.display(description="body")
+    def excerpt(self, obj: ContentDraft) -> str:
+        return truncatechars(obj.body, 80)
+
+
+@admin.register(ContentPlan)
+class ContentPlanAdmin(SelectRelatedAdmin):
+    list_display = ("topic", "platform", "format", "status", "scheduled_for", "priority", "insight")
+    list_select_related = ("insight",)
+    list_filter = ("status", "platform", "format")
+    search_fields = ("topic", "insight__headline", "insight__symbol")
+    date_hierarchy = "scheduled_for"
+    autocomplete_fields = ("insight", "repurposed_from")
+    fields = (
+        "topic",
+        "platform",
+        "format",
+        "status",
+        "scheduled_for",
+        "priority",
+        "insight",
+        "repurposed_from",
+        "weights_pretty",
+        "created_at",
+        "updated_at",
+    )
+    readonly_fields = ("weights_pretty", "created_at", "updated_at")
+    inlines = (ContentDraftInline,)
+
+    @admin.display(description="strategy weights")
+    def weights_pretty(self, obj: ContentPlan) -> SafeString:
+        return pretty_json(obj.weights)
+
+
+@admin.register(ContentDraft)
+class ContentDraftAdmin(SelectRelatedAdmin):
+    list_display = (
+        "__str__",
+        "plan",
+        "status",
+        "generator",
+        "variant",
+        "approved_by",
+        "approved_at",
+        "created_at",
+    )
+    list_select_related = ("plan", "variant__test", "approved_by")
+    list_filter = ("status", "platform", "format", "generator")
+    search_fields = ("body", "plan__topic")
+    date_hierarchy = "created_at"
+    autocomplete_fields = ("plan", "image", "variant")
+    fields = (
+        "plan",
+        "platform",
+        "format",
+        "status",
+        "body",
+        "parts",
+        "embed",
+        "image",
+        "generator",
+        "variant",
+        "checks_pretty",
+        "approved_by",
+        "approved_at",
+        "publish_attempts",
+        "last_error",
+        "idempotency_key",
+        "created_at",
+        "updated_at",
+    )
+    readonly_fields = (
+        "checks_pretty",
+        "approved_by",
+        "approved_at",
+        "publish_attempts",
+        "last_error",
+        "idempotency_key",
+        "created_at",
+        "updated_at",
+    )
+    actions = ("approve", "reject")
+
+    @admin.display(description="checks")
+    def checks_pretty(self, obj: ContentDraft) -> SafeString:
+        return pretty_json(obj.checks)
+
+    @admin.action(description="Approve selected drafts", permissions=["change"])
+    def approve(self, request: HttpRequest, queryset: QuerySet[ContentDraft]) -> None:
+        ids = list(queryset.values_list("pk", flat=True))
+        reviewer = request.user
+        assert isinstance(reviewer, User)  # the admin serves logged-in staff only
+        changed = content_draft_approve(draft_ids=ids, approved_by=reviewer)
+        self.message_user(
+            request, f"Approved {changed} of {len(ids)} selected drafts; only drafts pending review change."
+        )
+
+    @admin.action(description="Reject selected drafts", permissions=["change"])
+    def reject(self, request: HttpRequest, queryset: QuerySet[ContentDraft]) -> None:
+        ids = list(queryset.values_list("pk", flat=True))
+        changed = content_draft_reject(draft_ids=ids)
+        self.message_user(
+            request, f"Rejected {changed} of {len(ids)} selected drafts; only drafts pending review change."
+        )
+
+
+@admin.register(PublishedContent)
+class PublishedContentAdmin(SelectRelatedAdmin):
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
+    list_display = ("__str__", "platform", "format", "published_at", "engagement_rate", "metrics_updated_at")
+    list_filter = ("platform", "format")
+    search_fields = ("text", "external_id", "url")
+    date_hierarchy = "published_at"
+    autocomplete_fields = ("draft",)
+    fields = (
+        "platform",
+        "format",
+        "external_id",
+        "part_ids",
+        "url",
+        "text",
+        "published_at",
+        "draft",
+        "engagement_rate",
+        "metrics_pretty",
+        "metrics_updated_at",
+    )
+    readonly_fields = ("metrics_pretty", "engagement_rate", "metrics_updated_at")
+
+    @admin.display(description="metrics")
+    def metrics_pretty(self, obj: PublishedContent) -> SafeString:
+        return pretty_json(obj.metrics)
+
+
+@admin.register(ExclusiveContent)
+class ExclusiveContentAdmin(SelectRelatedAdmin):
+    list_display = (
+        "title",
+        "kind",
+        "status",
+        "published_at",
+        "period_start",
+        "required_entitlement",
+        "author",
+    )
+    list_select_related = ("author",)
+    list_filter = ("status", "kind", "required_entitlement")
+    search_fields = ("title", "slug", "summary")
+    date_hierarchy = "published_at"
+    prepopulated_fields = {"slug": ("title",)}
+    autocomplete_fields = ("media", "author")
+    readonly_fields = ("created_at", "updated_at")
+    actions = ("publish", "archive")
+
+    @admin.action(description="Publish selected to the members' library", permissions=["change"])
+    def publish(self, request: HttpRequest, queryset: QuerySet[ExclusiveContent]) -> None:
+        ids = list(queryset.values_list("pk", flat=True))
+        changed = exclusive_content_publish(content_ids=ids)
+        self.message_user(
+            request, f"Published {changed} of {len(ids)} selected; the rest were already published."
+        )
+
+    @admin.action(description="Archive selected", permissions=["change"])
+    def archive(self, request: HttpRequest, queryset: QuerySet[ExclusiveContent]) -> None:
+        ids = list(queryset.values_list("pk", flat=True))
+        changed = exclusive_content_archive(content_ids=ids)
+        self.message_user(
+            request, f"Archived {changed} of {len(ids)} selected; the rest were already archived."
+        )
+
+
+@admin.register(Media)
+class MediaAdmin(SelectRelatedAdmin):
+    list_display = (
+        "__str__",
+        "kind",
+        "content_type",
+        "width",
+        "height",
+        "size_bytes",
+        "is_exclusive",
+        "created_at",
+    )
+    list_filter = ("kind", "is_exclusive", "content_type")
+    search_fields = ("alt_text", "file", "sha256")
+    date_hierarchy = "created_at"
+    readonly_fields = ("sha256", "size_bytes", "created_at", "updated_at")

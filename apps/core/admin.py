@@ -1,0 +1,55 @@
+"""The operator admin's branding and the pieces every app's admin shares."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.contrib import admin
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db.models import Model, QuerySet
+from django.http import HttpRequest
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+
+admin.site.site_header = "CoinLink operations"
+admin.site.site_title = "CoinLink admin"
+admin.site.index_title = "Operate the platform"
+
+
+def pretty_json(value: Any) -> SafeString:
+    """Indented, escaped JSON for a read-only detail view."""
+    text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, cls=DjangoJSONEncoder)
+    return format_html("<pre>{}</pre>", text)
+
+
+def preformatted(text: str) -> SafeString:
+    return format_html("<pre>{}</pre>", text)
+
+
+class SelectRelatedAdmin(admin.ModelAdmin):
+    """Loads ``list_select_related`` with every row this admin reads, not only the changelist's: the
+    autocomplete endpoint renders each result with ``__str__``, and several of those cross foreign keys.
+
+    Always give ``list_select_related`` as a tuple: left at False, the changelist would replace it with a bare
+    ``select_related()``, which skips nullable foreign keys."""
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        queryset = super().get_queryset(request)
+        if isinstance(self.list_select_related, list | tuple) and self.list_select_related:
+            queryset = queryset.select_related(*self.list_select_related)
+        return queryset
+
+
+class ReadOnlyAdmin(SelectRelatedAdmin):
+    """Logs and events are written by the system alone: operators read them, and only a superuser may delete
+    (to clear test data, say)."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return bool(request.user.is_superuser)

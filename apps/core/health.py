@@ -1,0 +1,178 @@
+"""Health checks of the services CoinLink depends on: database, cache, Celery broker and channel layer.
+
+Each check answers within its timeout whatever the dependency does, so a monitor polling ``/health/`` never
+hangs on a stuck socket. A probe runs in its own daemon thread and is abandoned when the deadline passes; the
+underlying client gives up on its own later. Reasons are short, fixed phrases or exception class names: the
+exception text often names hosts, ports or URLs, so it goes to the server log only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from asgiref.sync import async_to_sync
+from celery import Celery
+from channels.layers import BaseChannelLayer, get_channel_layer
+from django.core.cache import BaseCache, caches
+from django.db import DEFAULT_DB_ALIAS, connections
+
+from coinlink.celery import app as celery_app
+
+logger = logging.getLogger(__name__)
+
+CHECK_TIMEOUT = 2.0
+Status = Literal["ok", "degraded", "failing"]
+EMBEDDED_BROKER_REASON = "embedded: tasks run in-process"
+
+
+class HealthCheckError(Exception):
+    """A dependency answered, but wrongly; the message is safe to show to a monitor."""
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    ok: bool
+    reason: str | None
+    latency_ms: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _bounded(name: str, probe: Callable[[], None], timeout: float) -> CheckResult:
+    """Run ``probe`` with a deadline; it returns when the dependency works and raises when it does not."""
+    outcome: dict[str, BaseException] = {}
+    # The copied context keeps the request id on anything the probe logs.
+    context = contextvars.copy_context()
+
+    def target() -> None:
+        try:
+            context.run(probe)
+        except BaseException as exc:  # a probe thread must never die silently
+            outcome["error"] = exc
+
+    started = time.perf_counter()
+    thread = threading.Thread(target=target, name=f"health-{name}", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    latency_ms = round((time.perf_counter() - started) * 1000, 1)
+
+    if thread.is_alive():
+        logger.warning("health check %s timed out after %.1f s", name, timeout)
+        return CheckResult(ok=False, reason=f"timed out after {timeout:g} s", latency_ms=latency_ms)
+    error = outcome.get("error")
+    if error is not None:
+        # One line with the detail, not a traceback: monitors poll often and this is an expected failure.
+        logger.warning("health check %s failed: %s: %s", name, type(error).__name__, error)
+        reason = str(error) if isinstance(error, HealthCheckError) else type(error).__name__
+        return CheckResult(ok=False, reason=reason, latency_ms=latency_ms)
+    return CheckResult(ok=True, reason=None, latency_ms=latency_ms)
+
+
+def check_database(timeout: float = CHECK_TIMEOUT) -> CheckResult:
+    """``SELECT 1`` over a fresh connection of the default database."""
+
+    def probe() -> None:
+        # A connection of our own: Django connections may not cross threads, and one abandoned in a hung
+        # connect must not be the connection the request goes on to use.
+        connection = connections.create_connection(DEFAULT_DB_ALIAS)
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+                row = cursor.fetchone()
+        finally:
+            connection.close()
+        if row is None or row[0] != 1:
+            raise HealthCheckError("SELECT 1 returned an unexpected row")
+
+    return _bounded("database", probe, timeout)
+
+
+def check_cache(timeout: float = CHECK_TIMEOUT, cache: BaseCache | None = None) -> CheckResult:
+    """Write a unique key to the default cache and read it back."""
+    # Taken in the caller's thread: Django hands out a cache per thread (per request context under ASGI),
+    # and a new one in every probe thread would leave a Redis connection pool behind each time.
+    cache = cache if cache is not None else caches["default"]
+
+    def probe() -> None:
+        key = f"health:{uuid.uuid4().hex}"
+        value = uuid.uuid4().hex
+        cache.set(key, value, timeout=30)
+        try:
+            if cache.get(key) != value:
+                raise HealthCheckError("value did not round-trip")
+        finally:
+            cache.delete(key)
+
+    return _bounded("cache", probe, timeout)
+
+
+def check_broker(timeout: float = CHECK_TIMEOUT, app: Celery | None = None) -> CheckResult:
+    """Open a connection to the Celery broker, or report the embedded mode that has none."""
+    app = app if app is not None else celery_app
+    if app.conf.task_always_eager:
+        return CheckResult(ok=True, reason=EMBEDDED_BROKER_REASON, latency_ms=0.0)
+
+    def probe() -> None:
+        connection = app.connection_for_write(connect_timeout=timeout)
+        try:
+            # interval_start=0: a second attempt straight away rather than after kombu's default 2 s pause.
+            connection.ensure_connection(max_retries=1, interval_start=0, timeout=timeout)
+        finally:
+            connection.release()
+
+    return _bounded("broker", probe, timeout)
+
+
+async def _round_trip(layer: BaseChannelLayer, timeout: float) -> None:
+    channel = await layer.new_channel()
+    nonce = uuid.uuid4().hex
+    await layer.send(channel, {"type": "health.ping", "nonce": nonce})
+    message = await asyncio.wait_for(layer.receive(channel), timeout)
+    if message.get("nonce") != nonce:
+        raise HealthCheckError("a different message came back")
+
+
+def check_channel_layer(timeout: float = CHECK_TIMEOUT) -> CheckResult:
+    """Send a message to a fresh channel of the default channel layer and receive it back."""
+
+    def probe() -> None:
+        layer = get_channel_layer()
+        if layer is None:
+            raise HealthCheckError("no channel layer configured")
+        # The probe thread has no event loop of its own, so async_to_sync gives it a private one.
+        async_to_sync(_round_trip)(layer, timeout)
+
+    return _bounded("channel_layer", probe, timeout)
+
+
+def run_checks() -> dict[str, CheckResult]:
+    """Every check at once, so the whole report takes about one timeout, not one per dependency."""
+    cache = caches["default"]
+    checks: dict[str, Callable[[], CheckResult]] = {
+        "database": check_database,
+        "cache": lambda: check_cache(cache=cache),
+        "broker": check_broker,
+        "channel_layer": check_channel_layer,
+    }
+    with ThreadPoolExecutor(max_workers=len(checks), thread_name_prefix="health") as pool:
+        futures = {name: pool.submit(contextvars.copy_context().run, check) for name, check in checks.items()}
+        return {name: future.result() for name, future in futures.items()}
+
+
+def overall_status(results: dict[str, CheckResult]) -> Status:
+    """``failing`` without the database (nothing works), ``degraded`` when anything else is down."""
+    if not results["database"].ok:
+        return "failing"
+    if all(result.ok for result in results.values()):
+        return "ok"
+    return "degraded"

@@ -1,0 +1,60 @@
+"""Live events for the operator dashboard, sent over the channel layer.
+
+Broadcasting is best effort: a dashboard outage (Redis down, layer full) is logged and swallowed, because it
+must never break the agent run or request that reported the event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.core.serializers.json import DjangoJSONEncoder
+from django.utils import timezone
+
+logger = logging.getLogger(__name__)
+
+DASHBOARD_GROUP = "dashboard"
+# The channel-layer message type; consumers handle it in a method named ``live_event``.
+LIVE_EVENT_TYPE = "live.event"
+# A stalled layer must not hold up the sender for long.
+BROADCAST_TIMEOUT = 2.0
+
+
+def build_message(event: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """The channel-layer message for one event, with the payload made JSON-safe (datetimes as ISO 8601)."""
+    # The round trip turns datetimes, decimals and UUIDs into the strings the websocket client will see,
+    # and leaves a payload every layer can serialise.
+    safe_payload = json.loads(json.dumps(payload, cls=DjangoJSONEncoder))
+    return {
+        "type": LIVE_EVENT_TYPE,
+        "event": event,
+        "payload": safe_payload,
+        "sent_at": timezone.now().isoformat(),
+    }
+
+
+async def abroadcast(group: str, event: str, payload: dict[str, Any]) -> None:
+    """Send ``event`` to every consumer in ``group``; never raises."""
+    try:
+        layer = get_channel_layer()
+        if layer is None:
+            logger.warning("live event %s not sent: no channel layer is configured", event)
+            return
+        message = build_message(event, payload)
+        await asyncio.wait_for(layer.group_send(group, message), BROADCAST_TIMEOUT)
+    except Exception:
+        logger.exception("live event %s to group %s could not be sent", event, group)
+
+
+def broadcast(group: str, event: str, payload: dict[str, Any]) -> None:
+    """Send ``event`` to every consumer in ``group`` from synchronous code; never raises."""
+    try:
+        async_to_sync(abroadcast)(group, event, payload)
+    except Exception:
+        # async_to_sync itself refuses to run inside an event loop thread.
+        logger.exception("live event %s to group %s could not be sent", event, group)

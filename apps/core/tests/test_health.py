@@ -1,0 +1,234 @@
+"""``/health/``: every dependency checked for real; failures reported without hanging or naming hosts."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from celery import Celery
+from django.core.cache.backends.redis import RedisCache
+from django.db import connections
+from django.test import Client
+from pytest_django.fixtures import Settings as DjangoSettings
+
+from apps.core.health import (
+    EMBEDDED_BROKER_REASON,
+    CheckResult,
+    check_broker,
+    check_cache,
+    check_channel_layer,
+    check_database,
+)
+from coinlink.celery import app as celery_app
+
+pytestmark = pytest.mark.django_db
+
+# Nothing listens on port 1, so every client there fails with a real "connection refused".
+REFUSED_REDIS = "redis://127.0.0.1:1/0"
+CHECK_NAMES = {"database", "cache", "broker", "channel_layer"}
+
+
+@pytest.fixture
+def embedded(settings: DjangoSettings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The embedded default, even when the suite runs with REDIS_URL set."""
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "health-tests"}
+    }
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    monkeypatch.setitem(celery_app.conf, "task_always_eager", True)
+
+
+@pytest.fixture
+def database_down(monkeypatch: pytest.MonkeyPatch) -> None:
+    """New connections of the default alias go to a PostgreSQL port where nothing listens."""
+    unreachable = {
+        **connections.settings["default"],
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": "coinlink",
+        "USER": "postgres",
+        "PASSWORD": "",
+        "HOST": "127.0.0.1",
+        "PORT": "1",
+        "OPTIONS": {},
+    }
+    monkeypatch.setitem(connections.settings, "default", unreachable)
+
+
+@pytest.fixture
+def silent_server() -> Iterator[tuple[str, int]]:
+    """A TCP port that completes the handshake and then never answers: the worst kind of hung dependency."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    try:
+        yield server.getsockname()
+    finally:
+        server.close()
+
+
+def _get_health(client: Client, **headers: str) -> tuple[int, dict[str, Any]]:
+    response = client.get("/health/", headers=headers)
+    assert response["Content-Type"] == "application/json"
+    return response.status_code, response.json()
+
+
+def _assert_reason_is_safe(reason: object) -> None:
+    assert isinstance(reason, str)
+    assert reason
+    for leak in ("127.0.0.1", "localhost", "redis://", "postgres", ":1"):
+        assert leak not in reason
+
+
+def test_all_ok_on_the_embedded_default(client: Client, embedded: None) -> None:
+    status, body = _get_health(client)
+
+    assert status == 200
+    assert body["status"] == "ok"
+    assert set(body["checks"]) == CHECK_NAMES
+    for name, check in body["checks"].items():
+        assert set(check) == {"ok", "reason", "latency_ms"}
+        assert check["ok"] is True, name
+        assert isinstance(check["latency_ms"], float)
+        assert check["latency_ms"] >= 0
+    assert body["checks"]["database"]["reason"] is None
+    assert body["checks"]["cache"]["reason"] is None
+    assert body["checks"]["channel_layer"]["reason"] is None
+    assert body["checks"]["broker"]["reason"] == EMBEDDED_BROKER_REASON
+
+
+def test_needs_no_login_and_is_never_cached(client: Client, embedded: None) -> None:
+    response = client.get("/health/")
+
+    assert response.status_code == 200
+    assert "no-store" in response["Cache-Control"]
+    assert client.post("/health/").status_code == 405
+
+
+def test_database_down_is_503_failing(client: Client, embedded: None, database_down: None) -> None:
+    status, body = _get_health(client)
+
+    assert status == 503
+    assert body["status"] == "failing"
+    database = body["checks"]["database"]
+    assert database["ok"] is False
+    assert database["reason"] == "OperationalError"
+    _assert_reason_is_safe(database["reason"])
+    assert "127.0.0.1" not in json.dumps(body)
+    assert all(body["checks"][name]["ok"] for name in CHECK_NAMES - {"database"})
+
+
+def test_failing_cache_is_200_degraded(client: Client, embedded: None, settings: DjangoSettings) -> None:
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REFUSED_REDIS}
+    }
+
+    status, body = _get_health(client)
+
+    assert status == 200
+    assert body["status"] == "degraded"
+    assert body["checks"]["cache"]["ok"] is False
+    _assert_reason_is_safe(body["checks"]["cache"]["reason"])
+    assert body["checks"]["database"]["ok"] is True
+    assert body["checks"]["channel_layer"]["ok"] is True
+
+
+def test_failing_channel_layer_is_200_degraded(
+    client: Client, embedded: None, settings: DjangoSettings
+) -> None:
+    settings.CHANNEL_LAYERS = {
+        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REFUSED_REDIS]}}
+    }
+
+    status, body = _get_health(client)
+
+    assert status == 200
+    assert body["status"] == "degraded"
+    assert body["checks"]["channel_layer"]["ok"] is False
+    _assert_reason_is_safe(body["checks"]["channel_layer"]["reason"])
+    assert body["checks"]["database"]["ok"] is True
+    assert body["checks"]["cache"]["ok"] is True
+
+
+def test_failing_broker_is_200_degraded(
+    client: Client, embedded: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(celery_app.conf, "task_always_eager", False)
+    monkeypatch.setitem(celery_app.conf, "broker_url", REFUSED_REDIS)
+
+    status, body = _get_health(client)
+
+    assert status == 200
+    assert body["status"] == "degraded"
+    assert body["checks"]["broker"]["ok"] is False
+    _assert_reason_is_safe(body["checks"]["broker"]["reason"])
+
+
+def test_a_failure_shows_the_exception_class_and_logs_the_detail(
+    database_down: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="apps.core.health"):
+        result = check_database()
+
+    assert result.ok is False
+    assert result.reason == "OperationalError"
+    # The detail (with the address) stays in the server log, where operators can read it.
+    (record,) = caplog.records
+    assert record.getMessage().startswith("health check database failed: OperationalError: ")
+    assert "127.0.0.1" in record.getMessage()
+
+
+def test_a_hung_dependency_times_out_instead_of_hanging(silent_server: tuple[str, int]) -> None:
+    host, port = silent_server
+    result = check_cache(timeout=0.5, cache=RedisCache(f"redis://{host}:{port}/0", {}))
+
+    assert result == CheckResult(ok=False, reason="timed out after 0.5 s", latency_ms=result.latency_ms)
+    assert 500 <= result.latency_ms < 1500
+
+
+def test_a_broker_that_refuses_fails_within_the_timeout() -> None:
+    app = Celery("health-test", broker=REFUSED_REDIS, set_as_current=False)
+
+    result = check_broker(timeout=1.0, app=app)
+
+    assert result.ok is False
+    _assert_reason_is_safe(result.reason)
+    assert result.latency_ms < 1500
+
+
+@pytest.mark.redis
+def test_all_ok_against_real_redis(
+    client: Client, settings: DjangoSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": settings.REDIS_URL,
+            "KEY_PREFIX": "coinlink-test",
+        }
+    }
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [settings.REDIS_URL], "prefix": "coinlink-test:asgi"},
+        }
+    }
+    monkeypatch.setitem(celery_app.conf, "task_always_eager", False)
+    monkeypatch.setitem(celery_app.conf, "broker_url", settings.REDIS_URL)
+
+    status, body = _get_health(client)
+
+    assert status == 200, body
+    assert body["status"] == "ok"
+    for name in CHECK_NAMES:
+        assert body["checks"][name] == {
+            "ok": True,
+            "reason": None,
+            "latency_ms": body["checks"][name]["latency_ms"],
+        }
+    # The direct calls agree with the view.
+    assert check_broker().reason is None
+    assert check_channel_layer().ok is True

@@ -1,0 +1,29 @@
+"""Member-facing pages. Views only gather what the selectors return and render it."""
+
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_safe
+
+from apps.accounts.models import User
+from apps.portal import selectors
+
+
+@require_safe
+def home(request: HttpRequest) -> HttpResponse:
+    context = {
+        "insights": selectors.insight_list_latest(),
+        "posts": selectors.published_content_list_latest(),
+    }
+    return render(request, "portal/home.html", context)
+
+
+@require_safe
+@login_required
+def account(request: HttpRequest) -> HttpResponse:
+    user = request.user
+    assert isinstance(user, User)  # login_required guarantees a real user, not AnonymousUser
+    context = {"email_verified": selectors.user_primary_email_verified(user=user)}
+    return render(request, "portal/account.html", context)

@@ -1,0 +1,135 @@
+"""Production settings as they run: ``manage.py`` in a fresh process with DJANGO_ENV=production."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.deploy
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+HOST = "coinlink.example"
+
+
+@pytest.fixture
+def production_env(tmp_path: Path) -> dict[str, str]:
+    """The parent's environment (PATH, REDIS_URL, ...) with the production variables on top."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "DJANGO_ENV": "production",
+            "SECRET_KEY": secrets.token_urlsafe(48),  # 64 characters
+            "ALLOWED_HOSTS": HOST,
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'production.sqlite3'}",
+            # Asked for and ignored: production never runs with DEBUG on.
+            "DEBUG": "true",
+        }
+    )
+    # Knobs that loosen the hardening keep their defaults here: the defaults are what these tests pin down.
+    for knob in ("SECURE_SSL_REDIRECT", "SECURE_HSTS_SECONDS", "LOG_FORMAT"):
+        env.pop(knob, None)
+    return env
+
+
+def _manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 - our own manage.py with fixed arguments
+        [sys.executable, "manage.py", *args],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_deploy_check_passes_without_a_single_warning(production_env: dict[str, str]) -> None:
+    result = _manage(production_env, "check", "--deploy", "--fail-level", "WARNING")
+
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "System check identified no issues" in result.stdout
+
+
+def test_production_hardening_is_on(production_env: dict[str, str]) -> None:
+    names = [
+        "DEBUG",
+        "ALLOWED_HOSTS",
+        "SESSION_COOKIE_SECURE",
+        "CSRF_COOKIE_SECURE",
+        "SECURE_SSL_REDIRECT",
+        "SECURE_REDIRECT_EXEMPT",
+        "SECURE_HSTS_SECONDS",
+        "LOG_FORMAT",
+    ]
+    script = (
+        "import json; from django.conf import settings; "
+        f"print(json.dumps({{name: getattr(settings, name) for name in {names!r}}}))"
+    )
+
+    result = _manage(production_env, "shell", "-c", script)
+
+    assert result.returncode == 0, result.stderr
+    values = json.loads(result.stdout.strip().splitlines()[-1])
+    assert values == {
+        "DEBUG": False,
+        "ALLOWED_HOSTS": [HOST],
+        "SESSION_COOKIE_SECURE": True,
+        "CSRF_COOKIE_SECURE": True,
+        "SECURE_SSL_REDIRECT": True,
+        # Only the health report answers over plain HTTP, for probes that call the process directly.
+        "SECURE_REDIRECT_EXEMPT": ["^health/$"],
+        "SECURE_HSTS_SECONDS": 31536000,
+        "LOG_FORMAT": "json",
+    }
+
+
+def test_refuses_to_start_without_a_secret_key(production_env: dict[str, str]) -> None:
+    # Empty rather than unset, so a developer's .env cannot fill it in behind the test's back.
+    production_env["SECRET_KEY"] = ""
+
+    result = _manage(production_env, "check")
+
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert "SECRET_KEY" in result.stderr
+
+
+def test_refuses_a_short_secret_key(production_env: dict[str, str]) -> None:
+    production_env["SECRET_KEY"] = secrets.token_hex(16)
+
+    result = _manage(production_env, "check")
+
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert "SECRET_KEY" in result.stderr
+
+
+def test_refuses_to_start_without_allowed_hosts(production_env: dict[str, str]) -> None:
+    production_env["ALLOWED_HOSTS"] = ""
+
+    result = _manage(production_env, "check")
+
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert "ALLOWED_HOSTS" in result.stderr
+
+
+def test_only_the_health_report_answers_over_plain_http(production_env: dict[str, str]) -> None:
+    script = (
+        "import json; from django.test import Client; c = Client(); "
+        f"h = c.get('/health/', HTTP_HOST='{HOST}'); a = c.get('/admin/', HTTP_HOST='{HOST}'); "
+        "print(json.dumps([h.status_code, h['Content-Type'], a.status_code, a.get('Location')]))"
+    )
+
+    result = _manage(production_env, "shell", "-c", script)
+
+    assert result.returncode == 0, result.stderr
+    health_status, content_type, admin_status, location = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (health_status, content_type) == (200, "application/json")
+    assert (admin_status, location) == (301, f"https://{HOST}/admin/")
