@@ -114,10 +114,29 @@ class SocialSource(Protocol):
     def search(self, query: str, *, since: dt.datetime | None, limit: int) -> list[SocialPost]: ...
 
 
-class TextGenerator(Protocol):
+@dataclass(frozen=True, slots=True)
+class WritingBrief:
+    """What a writer needs to write one post about one insight (or a digest of several)."""
+
+    platform: str
+    format: str
+    insight_type: str
+    symbol: str
+    headline: str
+    evidence: dict[str, Any]
+    max_chars: int
+    tone: dict[str, Any] = field(
+        default_factory=dict
+    )  # the A/B variant's payload, e.g. {"opening": "question"}
+    seed: int = 0  # varies the template writer's choices deterministically
+
+
+class Writer(Protocol):
+    """Writes post text from a brief. The real one asks an LLM; the twin fills templates."""
+
     name: str
 
-    def complete(self, *, system: str, prompt: str, max_tokens: int) -> str: ...
+    def write(self, brief: WritingBrief) -> str: ...
 
 
 class Publisher(Protocol):
