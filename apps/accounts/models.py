@@ -43,7 +43,7 @@ class User(AbstractUser):
     display_name = models.CharField(max_length=150, blank=True)
 
     USERNAME_FIELD = "email"
-    REQUIRED_FIELDS: list[str] = []
+    REQUIRED_FIELDS = []  # type: ignore[misc]
 
     objects = UserManager()  # type: ignore[misc]
 

@@ -151,7 +151,7 @@ def _seed_plans(report: SeedReport) -> dict[str, Plan]:
     plans: dict[str, Plan] = {}
     for slug, name, rank, trial_days, monthly, yearly, keys in specs:
         existed = Plan.objects.filter(slug=slug).exists()
-        plan = PlanFactory(
+        plan = PlanFactory.create(
             slug=slug,
             name=name,
             rank=rank,
@@ -339,7 +339,7 @@ def _seed_community(anchor: dt.datetime, posts: list[PublishedContent], report: 
         report.add("community_users", 1)
         for platform, external_id in keys:
             identities.append(
-                PlatformIdentityFactory(
+                PlatformIdentityFactory.create(
                     community_user=person,
                     platform=platform,
                     external_id=external_id,
@@ -425,7 +425,7 @@ def _seed_members(anchor: dt.datetime, plans: dict[str, Plan], report: SeedRepor
         existed = user is not None
         if user is None:
             # Only the first demo member can log in; the rest get unusable passwords (and no slow hashing).
-            user = UserFactory(
+            user = UserFactory.create(
                 email=email,
                 display_name=f"Demo member {i}",
                 password=DEMO_MEMBER_PASSWORD if i == 0 else None,
@@ -439,7 +439,7 @@ def _seed_members(anchor: dt.datetime, plans: dict[str, Plan], report: SeedRepor
         if subscription is None:
             start = anchor - dt.timedelta(days=5 + 7 * i)
             period_start = start + dt.timedelta(days=30 * ((anchor - start).days // 30))
-            subscription = SubscriptionFactory(
+            subscription = SubscriptionFactory.create(
                 user=user,
                 plan=plan,
                 price=plan.prices.get(interval=BillingInterval.MONTH),
@@ -471,7 +471,7 @@ def _seed_members(anchor: dt.datetime, plans: dict[str, Plan], report: SeedRepor
                     subscription=subscription,
                     source=source,
                     defaults={
-                        "starts_at": subscription.current_period_start,
+                        "starts_at": subscription.current_period_start or anchor,
                         "ends_at": subscription.current_period_end,
                     },
                 )

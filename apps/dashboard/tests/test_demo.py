@@ -20,7 +20,7 @@ ANCHOR = dt.datetime(2026, 11, 2, tzinfo=dt.UTC)
 
 def _table_counts() -> dict[str, int]:
     return {
-        model._meta.db_table: model.objects.count()
+        model._meta.db_table: model._default_manager.count()
         for model in apps.get_models()
         if model._meta.app_label not in {"sessions", "admin", "contenttypes", "auth"}
     }
