@@ -1,23 +1,206 @@
-"""The agent framework in the admin: per-agent configuration, and the run logs (read-only)."""
+"""The agent framework in the admin: per-agent configuration with run now, pause, resume and run-a-pipeline
+actions (schedules are django-celery-beat's periodic tasks, linked from each configuration), and the run logs
+(read-only)."""
 
 from __future__ import annotations
 
-from django.contrib import admin
-from django.db.models import Model
-from django.http import HttpRequest
-from django.template.defaultfilters import truncatechars
-from django.utils.safestring import SafeString
+from typing import Any
 
-from apps.agents.models import AgentConfig, AgentRun, PerformanceSnapshot, PipelineRun
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import Model, OuterRef, QuerySet, Subquery
+from django.http import HttpRequest, HttpResponse
+from django.template.defaultfilters import pluralize, truncatechars
+from django.urls import reverse
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+from django.utils.timesince import timesince
+
+from apps.agents import registry
+from apps.agents.base import BaseAgent
+from apps.agents.models import (
+    AgentConfig,
+    AgentRun,
+    AgentRunStatus,
+    PerformanceSnapshot,
+    PipelineRun,
+    RunTrigger,
+)
+from apps.agents.orchestrator import InvalidPipeline
+from apps.agents.services import (
+    agent_config_clean_parameters,
+    agent_config_pause,
+    agent_config_resume,
+    agent_config_sync,
+    agent_run_enqueue,
+    pipeline_run_start,
+)
 from apps.core.admin import ReadOnlyAdmin, SelectRelatedAdmin, preformatted, pretty_json
+
+
+class AgentConfigForm(forms.ModelForm):
+    class Meta:
+        model = AgentConfig
+        fields = ("enabled", "paused", "parameters", "notes", "periodic_task")
+
+    def clean_parameters(self) -> dict[str, Any]:
+        return agent_config_clean_parameters(
+            agent_name=self.instance.agent_name, parameters=self.cleaned_data["parameters"]
+        )
+
+
+def _registered(name: str) -> type[BaseAgent] | None:
+    try:
+        return registry.get(name)
+    except registry.UnknownAgent:
+        return None
 
 
 @admin.register(AgentConfig)
 class AgentConfigAdmin(SelectRelatedAdmin):
-    list_display = ("agent_name", "enabled", "paused", "updated_at")
+    form = AgentConfigForm
+    list_display = ("agent_name", "phase", "enabled", "paused", "schedule", "last_run", "updated_at")
     list_filter = ("enabled", "paused")
     search_fields = ("agent_name", "notes")
-    readonly_fields = ("created_at", "updated_at")
+    list_select_related = (
+        "periodic_task",
+        "periodic_task__crontab",
+        "periodic_task__interval",
+        "periodic_task__clocked",
+        "periodic_task__solar",
+    )
+    raw_id_fields = ("periodic_task",)
+    fields = (
+        "agent_name",
+        "description",
+        "phase",
+        "services",
+        "depends_on",
+        "enabled",
+        "paused",
+        "parameters",
+        "default_parameters",
+        "periodic_task",
+        "notes",
+        "created_at",
+        "updated_at",
+    )
+    readonly_fields = (
+        "agent_name",
+        "description",
+        "phase",
+        "services",
+        "depends_on",
+        "default_parameters",
+        "created_at",
+        "updated_at",
+    )
+    actions = ("run_now", "pause", "resume", "run_pipeline_now")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[AgentConfig]:
+        latest = AgentRun.objects.filter(agent_name=OuterRef("agent_name")).order_by("-queued_at")
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                last_run_status=Subquery(latest.values("status")[:1]),
+                last_run_at=Subquery(latest.values("queued_at")[:1]),
+            )
+        )
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        # Configurations are made on demand: every registered agent is listed, ready to run, pause or tune.
+        agent_config_sync()
+        return super().changelist_view(request, extra_context)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        # One configuration per registered agent, created by the framework.
+        return False
+
+    @admin.display(description="description")
+    def description(self, obj: AgentConfig) -> str:
+        agent = _registered(obj.agent_name)
+        return agent.description if agent else "(no agent of this name is registered)"
+
+    @admin.display(description="phase")
+    def phase(self, obj: AgentConfig) -> str:
+        agent = _registered(obj.agent_name)
+        return str(agent.phase) if agent else "-"
+
+    @admin.display(description="services")
+    def services(self, obj: AgentConfig) -> str:
+        agent = _registered(obj.agent_name)
+        return ", ".join(agent.services) if agent and agent.services else "-"
+
+    @admin.display(description="depends on")
+    def depends_on(self, obj: AgentConfig) -> str:
+        agent = _registered(obj.agent_name)
+        return ", ".join(agent.depends_on) if agent and agent.depends_on else "-"
+
+    @admin.display(description="default parameters")
+    def default_parameters(self, obj: AgentConfig) -> SafeString:
+        agent = _registered(obj.agent_name)
+        return pretty_json(agent.default_parameters if agent else {})
+
+    @admin.display(description="schedule")
+    def schedule(self, obj: AgentConfig) -> str:
+        task = obj.periodic_task
+        if task is None:
+            return "-"
+        when = str(task.crontab or task.interval or task.clocked or task.solar or "")
+        return when if task.enabled else f"{when} (off)"
+
+    @admin.display(description="last run", ordering="last_run_at")
+    def last_run(self, obj: AgentConfig) -> str:
+        status = getattr(obj, "last_run_status", None)
+        when = getattr(obj, "last_run_at", None)
+        if status is None or when is None:
+            return "-"
+        return f"{AgentRunStatus(status).label}, {timesince(when)} ago"
+
+    @admin.action(description="Run selected agents now", permissions=["change"])
+    def run_now(self, request: HttpRequest, queryset: QuerySet[AgentConfig]) -> None:
+        names = sorted(queryset.values_list("agent_name", flat=True))
+        runs = [agent_run_enqueue(agent_name=name, trigger=RunTrigger.MANUAL) for name in names]
+        self.message_user(
+            request, f"Queued {len(runs)} run{pluralize(len(runs))}: {', '.join(names)}.", messages.SUCCESS
+        )
+
+    @admin.action(description="Pause selected agents (scheduled and pipeline runs)", permissions=["change"])
+    def pause(self, request: HttpRequest, queryset: QuerySet[AgentConfig]) -> None:
+        names = list(queryset.values_list("agent_name", flat=True))
+        paused = agent_config_pause(agent_names=names)
+        self.message_user(
+            request, f"Paused {paused} of {len(names)} selected agents; the rest were already paused."
+        )
+
+    @admin.action(description="Resume selected agents", permissions=["change"])
+    def resume(self, request: HttpRequest, queryset: QuerySet[AgentConfig]) -> None:
+        names = list(queryset.values_list("agent_name", flat=True))
+        resumed = agent_config_resume(agent_names=names)
+        self.message_user(
+            request, f"Resumed {resumed} of {len(names)} selected agents; the rest were not paused."
+        )
+
+    @admin.action(description="Run a pipeline of the selected agents now", permissions=["change"])
+    def run_pipeline_now(self, request: HttpRequest, queryset: QuerySet[AgentConfig]) -> None:
+        names = list(queryset.values_list("agent_name", flat=True))
+        try:
+            pipeline = pipeline_run_start(agent_names=names, trigger=RunTrigger.MANUAL)
+        except (registry.UnknownAgent, InvalidPipeline) as exc:
+            problem = f"no agent named {exc} is registered" if isinstance(exc, registry.UnknownAgent) else exc
+            self.message_user(request, f"No pipeline started: {problem}.", messages.ERROR)
+            return
+        url = reverse("admin:agents_pipelinerun_change", args=[pipeline.pk])
+        self.message_user(
+            request,
+            format_html(
+                'Started <a href="{}">pipeline run #{}</a>: {}.', url, pipeline.pk, ", ".join(pipeline.agents)
+            ),
+            messages.SUCCESS,
+        )
 
 
 class AgentRunInline(admin.TabularInline):

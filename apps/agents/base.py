@@ -9,7 +9,7 @@ import logging
 from abc import ABC, abstractmethod
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from django.core.exceptions import ValidationError
 
@@ -38,11 +38,25 @@ class BaseAgent(ABC):
     name: ClassVar[str]
     phase: ClassVar[int]
     description: ClassVar[str] = ""
-    # Names of the outside services (circuit breakers) this agent needs; a run is skipped while one is open.
+    # Names of the outside services (circuit breakers) this agent uses, and how much it needs them while a
+    # breaker is open: "all" (the default) skips the run while any is open; "any" carries on with whichever
+    # answer (a scanner of several sources, a publisher to several platforms) and skips only when every one is
+    # open; "none" never skips (the agent has a fallback of its own, like the template writer).
     services: ClassVar[tuple[str, ...]] = ()
+    service_policy: ClassVar[Literal["all", "any", "none"]] = "all"
     # Agents that must have succeeded earlier in the same pipeline run.
     depends_on: ClassVar[tuple[str, ...]] = ()
     default_parameters: ClassVar[dict[str, Any]] = {}
+    # A five-field crontab ("*/15 * * * *") that becomes the agent's beat schedule the first time the framework
+    # sees it; from then on the schedule is the operator's to edit in the admin. None: runs only in pipelines
+    # and when started by hand.
+    default_schedule: ClassVar[str | None] = None
+    # Seconds before the run is asked to stop (SoftTimeLimitExceeded) and before its worker is killed; None
+    # takes CELERY_TASK_SOFT_TIME_LIMIT / CELERY_TASK_TIME_LIMIT.
+    soft_time_limit: ClassVar[int | None] = None
+    time_limit: ClassVar[int | None] = None
+    # Attempts for transient errors, the first included; None takes AGENT_RETRY_MAX_ATTEMPTS.
+    max_attempts: ClassVar[int | None] = None
 
     @classmethod
     def validate_parameters(cls, parameters: dict[str, Any]) -> dict[str, Any]:

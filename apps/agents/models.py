@@ -15,6 +15,16 @@ class AgentConfig(TimeStampedModel):
     paused = models.BooleanField(default=False, help_text="A paused agent's scheduled runs are skipped")
     parameters = models.JSONField(default=dict, blank=True, help_text="Validated by the agent on save")
     notes = models.TextField(blank=True)
+    # The schedule itself lives in django-celery-beat, where beat (or the embedded scheduler) reads it and the
+    # admin edits it; this link lets the agent's page show and reach it.
+    periodic_task = models.OneToOneField(
+        "django_celery_beat.PeriodicTask",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="agent_config",
+        help_text="The beat schedule that starts this agent; none when it runs only in pipelines or by hand",
+    )
 
     class Meta:
         db_table = "agent_configs"

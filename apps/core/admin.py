@@ -1,16 +1,19 @@
-"""The operator admin's branding and the pieces every app's admin shares."""
+"""The operator admin's branding, the pieces every app's admin shares, and the circuit breakers."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
+
+from apps.core.models import CircuitBreakerState
+from apps.core.services import circuit_breaker_reset
 
 admin.site.site_header = "CoinLink operations"
 admin.site.site_title = "CoinLink admin"
@@ -53,3 +56,49 @@ class ReadOnlyAdmin(SelectRelatedAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return bool(request.user.is_superuser)
+
+
+@admin.register(CircuitBreakerState)
+class CircuitBreakerStateAdmin(ReadOnlyAdmin):
+    """The breakers are moved by the calls themselves; an operator may only close one by hand."""
+
+    list_display = (
+        "service",
+        "state",
+        "consecutive_failures",
+        "opened_at",
+        "last_failure_at",
+        "last_success_at",
+        "updated_at",
+    )
+    list_filter = ("state",)
+    search_fields = ("service", "last_error")
+    fields = (
+        "service",
+        "state",
+        "consecutive_failures",
+        "opened_at",
+        "last_failure_at",
+        "last_success_at",
+        "updated_at",
+        "last_error_pretty",
+    )
+    readonly_fields = ("updated_at", "last_error_pretty")
+    actions = ("reset",)
+
+    @admin.display(description="last error")
+    def last_error_pretty(self, obj: CircuitBreakerState) -> SafeString:
+        return preformatted(obj.last_error)
+
+    @admin.action(description="Reset (close) selected breakers", permissions=["reset"])
+    def reset(self, request: HttpRequest, queryset: QuerySet[CircuitBreakerState]) -> None:
+        services = list(queryset.values_list("service", flat=True))
+        closed = sum(circuit_breaker_reset(service=service) for service in services)
+        self.message_user(
+            request,
+            f"Closed {closed} of {len(services)} selected breakers; the rest were closed already.",
+            messages.SUCCESS,
+        )
+
+    def has_reset_permission(self, request: HttpRequest) -> bool:
+        return bool(request.user.has_perm("core.change_circuitbreakerstate"))

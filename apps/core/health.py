@@ -1,4 +1,6 @@
-"""Health checks of the services CoinLink depends on: database, cache, Celery broker and channel layer.
+"""Health checks of the services CoinLink depends on: database, cache, Celery broker and channel layer; and the
+state of the outside services' circuit breakers (an open breaker degrades the platform, it does not take it
+down).
 
 Each check answers within its timeout whatever the dependency does, so a monitor polling ``/health/`` never
 hangs on a stuck socket. A probe runs in its own daemon thread and is abandoned when the deadline passes; the
@@ -16,7 +18,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from asgiref.sync import async_to_sync
@@ -25,6 +27,7 @@ from channels.layers import BaseChannelLayer, get_channel_layer
 from django.core.cache import BaseCache, caches
 from django.db import DEFAULT_DB_ALIAS, connections
 
+from apps.core.models import CircuitBreakerState
 from coinlink.celery import app as celery_app
 
 logger = logging.getLogger(__name__)
@@ -32,6 +35,7 @@ logger = logging.getLogger(__name__)
 CHECK_TIMEOUT = 2.0
 Status = Literal["ok", "degraded", "failing"]
 EMBEDDED_BROKER_REASON = "embedded: tasks run in-process"
+BREAKERS_UNCHECKED_REASON = "not checked: the database is down"
 
 
 class HealthCheckError(Exception):
@@ -46,6 +50,13 @@ class CheckResult:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class BreakerReport(CheckResult):
+    """Not ok while any breaker is open; ``services`` lists each breaker's state."""
+
+    services: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def _bounded(name: str, probe: Callable[[], None], timeout: float) -> CheckResult:
@@ -155,6 +166,36 @@ def check_channel_layer(timeout: float = CHECK_TIMEOUT) -> CheckResult:
     return _bounded("channel_layer", probe, timeout)
 
 
+def check_circuit_breakers() -> BreakerReport:
+    """Each outside service's breaker as the database has it (a service appears once it has been called)."""
+    started = time.perf_counter()
+    try:
+        rows = list(
+            CircuitBreakerState.objects.order_by("service").values(
+                "service", "state", "consecutive_failures", "opened_at"
+            )
+        )
+    except Exception as exc:
+        logger.warning("health check circuit_breakers failed: %s: %s", type(exc).__name__, exc)
+        latency_ms = round((time.perf_counter() - started) * 1000, 1)
+        return BreakerReport(ok=False, reason=type(exc).__name__, latency_ms=latency_ms)
+    services = {
+        row["service"]: {
+            "state": row["state"],
+            "consecutive_failures": row["consecutive_failures"],
+            "opened_at": row["opened_at"].isoformat() if row["opened_at"] else None,
+        }
+        for row in rows
+    }
+    open_services = [name for name, row in services.items() if row["state"] == CircuitBreakerState.State.OPEN]
+    return BreakerReport(
+        ok=not open_services,
+        reason=f"open: {', '.join(open_services)}" if open_services else None,
+        latency_ms=round((time.perf_counter() - started) * 1000, 1),
+        services=services,
+    )
+
+
 def run_checks() -> dict[str, CheckResult]:
     """Every check at once, so the whole report takes about one timeout, not one per dependency."""
     cache = caches["default"]
@@ -166,7 +207,15 @@ def run_checks() -> dict[str, CheckResult]:
     }
     with ThreadPoolExecutor(max_workers=len(checks), thread_name_prefix="health") as pool:
         futures = {name: pool.submit(contextvars.copy_context().run, check) for name, check in checks.items()}
-        return {name: future.result() for name, future in futures.items()}
+        results: dict[str, CheckResult] = {name: future.result() for name, future in futures.items()}
+    # Read in the calling thread, on the request's own connection (a probe thread's would be left open), and
+    # only once the database has just answered, so this read cannot hang on a dead server.
+    results["circuit_breakers"] = (
+        check_circuit_breakers()
+        if results["database"].ok
+        else BreakerReport(ok=False, reason=BREAKERS_UNCHECKED_REASON, latency_ms=0.0)
+    )
+    return results
 
 
 def overall_status(results: dict[str, CheckResult]) -> Status:

@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
 from typing import Any
 
 from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
+from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.core.serializers.json import DjangoJSONEncoder
 from django.utils import timezone
 
@@ -51,10 +52,36 @@ async def abroadcast(group: str, event: str, payload: dict[str, Any]) -> None:
         logger.exception("live event %s to group %s could not be sent", event, group)
 
 
-def broadcast(group: str, event: str, payload: dict[str, Any]) -> None:
-    """Send ``event`` to every consumer in ``group`` from synchronous code; never raises."""
+def _server_loop() -> asyncio.AbstractEventLoop | None:
+    """daphne's event loop when this process serves with daphne (``daphne`` or ``runserver``) and the caller
+    is on another thread; None otherwise."""
+    daphne_server = sys.modules.get("daphne.server")
+    loop = getattr(daphne_server, "twisted_loop", None)
+    if not isinstance(loop, asyncio.AbstractEventLoop) or not loop.is_running():
+        return None
     try:
-        async_to_sync(abroadcast)(group, event, payload)
+        on_loop = asyncio.get_running_loop() is loop
+    except RuntimeError:
+        on_loop = False
+    # Waiting on the loop from its own thread would never return.
+    return None if on_loop else loop
+
+
+def broadcast(group: str, event: str, payload: dict[str, Any]) -> None:
+    """Send ``event`` to every consumer in ``group`` from synchronous code; never raises.
+
+    With the in-memory channel layer (the embedded default) the sockets live on daphne's loop, and an event
+    put there from another thread (the in-process agents) sits unseen until the loop next wakes; so the send
+    is made on that loop instead.
+    """
+    try:
+        loop = _server_loop()
+        if loop is not None and isinstance(get_channel_layer(), InMemoryChannelLayer):
+            asyncio.run_coroutine_threadsafe(abroadcast(group, event, payload), loop).result(
+                BROADCAST_TIMEOUT + 1
+            )
+        else:
+            async_to_sync(abroadcast)(group, event, payload)
     except Exception:
         # async_to_sync itself refuses to run inside an event loop thread.
         logger.exception("live event %s to group %s could not be sent", event, group)

@@ -6,6 +6,7 @@ import json
 import logging
 import socket
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from django.test import Client
 from pytest_django.fixtures import Settings as DjangoSettings
 
 from apps.core.health import (
+    BREAKERS_UNCHECKED_REASON,
     EMBEDDED_BROKER_REASON,
     CheckResult,
     check_broker,
@@ -23,12 +25,14 @@ from apps.core.health import (
     check_channel_layer,
     check_database,
 )
+from apps.core.models import CircuitBreakerState
 from coinlink.celery import app as celery_app
 
 pytestmark = pytest.mark.django_db
 
 # Nothing listens on port 1, so every client there fails with a real "connection refused".
 REFUSED_REDIS = "redis://127.0.0.1:1/0"
+# The dependencies probed in their own threads; "circuit_breakers" reports the outside services' breakers.
 CHECK_NAMES = {"database", "cache", "broker", "channel_layer"}
 
 
@@ -88,8 +92,15 @@ def test_all_ok_on_the_embedded_default(client: Client, embedded: None) -> None:
 
     assert status == 200
     assert body["status"] == "ok"
-    assert set(body["checks"]) == CHECK_NAMES
-    for name, check in body["checks"].items():
+    assert set(body["checks"]) == CHECK_NAMES | {"circuit_breakers"}
+    assert body["checks"]["circuit_breakers"] == {
+        "ok": True,
+        "reason": None,
+        "latency_ms": body["checks"]["circuit_breakers"]["latency_ms"],
+        "services": {},
+    }
+    for name in CHECK_NAMES:
+        check = body["checks"][name]
         assert set(check) == {"ok", "reason", "latency_ms"}
         assert check["ok"] is True, name
         assert isinstance(check["latency_ms"], float)
@@ -119,6 +130,13 @@ def test_database_down_is_503_failing(client: Client, embedded: None, database_d
     _assert_reason_is_safe(database["reason"])
     assert "127.0.0.1" not in json.dumps(body)
     assert all(body["checks"][name]["ok"] for name in CHECK_NAMES - {"database"})
+    # Not read from a database that is down (nor left to hang on it).
+    assert body["checks"]["circuit_breakers"] == {
+        "ok": False,
+        "reason": BREAKERS_UNCHECKED_REASON,
+        "latency_ms": 0.0,
+        "services": {},
+    }
 
 
 def test_failing_cache_is_200_degraded(client: Client, embedded: None, settings: DjangoSettings) -> None:
@@ -232,3 +250,43 @@ def test_all_ok_against_real_redis(
     # The direct calls agree with the view.
     assert check_broker().reason is None
     assert check_channel_layer().ok is True
+
+
+def test_breakers_are_listed_and_an_open_one_degrades(client: Client, embedded: None) -> None:
+    opened = datetime(2025, 3, 1, 12, 30, tzinfo=UTC)
+    CircuitBreakerState.objects.create(
+        service="exchange",
+        state=CircuitBreakerState.State.OPEN,
+        consecutive_failures=5,
+        opened_at=opened,
+        last_error="TransientError: connect to 10.0.0.7:443 timed out",
+    )
+    CircuitBreakerState.objects.create(service="llm", consecutive_failures=1)
+    CircuitBreakerState.objects.create(
+        service="x", state=CircuitBreakerState.State.HALF_OPEN, opened_at=opened
+    )
+
+    status, body = _get_health(client)
+
+    assert status == 200
+    assert body["status"] == "degraded"
+    assert all(body["checks"][name]["ok"] for name in CHECK_NAMES)
+    breakers = body["checks"]["circuit_breakers"]
+    assert (breakers["ok"], breakers["reason"]) == (False, "open: exchange")
+    assert breakers["services"] == {
+        "exchange": {"state": "open", "consecutive_failures": 5, "opened_at": "2025-03-01T12:30:00+00:00"},
+        "llm": {"state": "closed", "consecutive_failures": 1, "opened_at": None},
+        "x": {"state": "half_open", "consecutive_failures": 0, "opened_at": "2025-03-01T12:30:00+00:00"},
+    }
+    # The last error may name hosts: it stays in the admin.
+    assert "10.0.0.7" not in json.dumps(body)
+
+
+def test_breakers_closed_or_recovering_keep_the_status_ok(client: Client, embedded: None) -> None:
+    CircuitBreakerState.objects.create(service="news", consecutive_failures=2)
+    CircuitBreakerState.objects.create(service="x", state=CircuitBreakerState.State.HALF_OPEN)
+
+    status, body = _get_health(client)
+
+    assert (status, body["status"]) == (200, "ok")
+    assert body["checks"]["circuit_breakers"]["ok"] is True
