@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from django.conf import settings
+from django.core.files.storage import FileSystemStorage
+from django.core.signals import setting_changed
 from django.db import models
 from django.db.models import Q
+from django.utils.functional import cached_property
 
 from apps.core.models import Platform, TimeStampedModel
 
@@ -53,6 +57,12 @@ class ContentPlan(TimeStampedModel):
         ordering = ["scheduled_for"]
         indexes = [models.Index(fields=["status", "scheduled_for"], name="content_plans_due")]
         constraints = [
+            # An insight is planned at most once per platform.
+            models.UniqueConstraint(
+                fields=["insight", "platform"],
+                condition=Q(insight__isnull=False),
+                name="content_plans_one_per_insight_platform",
+            ),
             # A post is repurposed into a given platform and format once.
             models.UniqueConstraint(
                 fields=["repurposed_from", "platform", "format"],
@@ -65,6 +75,42 @@ class ContentPlan(TimeStampedModel):
         return f"{self.get_platform_display()} {self.get_format_display()}: {self.topic[:60]}"
 
 
+class PrivateMediaStorage(FileSystemStorage):
+    """Files kept under ``PRIVATE_MEDIA_ROOT``, which nothing serves directly.
+
+    Whether a file is members-only can change after it is stored (``is_exclusive`` is switched on, or the file is
+    attached to an exclusive piece), so every media file lives here rather than moving between roots; members
+    fetch exclusive ones through the portal's entitlement-checked view, and public charts go to the platforms as
+    bytes.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        setting_changed.connect(self._forget_private_root)
+
+    @cached_property
+    def base_location(self) -> str:
+        return str(settings.PRIVATE_MEDIA_ROOT)
+
+    def url(self, name: str | None) -> str:
+        # No public address exists; an empty one (rather than an error) lets forms such as the admin's show
+        # the field without a link.
+        return ""
+
+    def _forget_private_root(self, setting: str, **kwargs: Any) -> None:
+        if setting == "PRIVATE_MEDIA_ROOT":
+            self.__dict__.pop("base_location", None)
+            self.__dict__.pop("location", None)
+
+
+_private_media_storage = PrivateMediaStorage()
+
+
+def private_media_storage() -> PrivateMediaStorage:
+    """The storage of media files (a callable, so migrations name it instead of freezing a path)."""
+    return _private_media_storage
+
+
 class Media(TimeStampedModel):
     class Kind(models.TextChoices):
         CHART = "chart", "Chart card"
@@ -72,7 +118,7 @@ class Media(TimeStampedModel):
         DOCUMENT = "document", "Document"
 
     kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.CHART)
-    file = models.FileField(upload_to="media/%Y/%m/")
+    file = models.FileField(upload_to="media/%Y/%m/", storage=private_media_storage)
     content_type = models.CharField(max_length=100, default="image/png")
     width = models.PositiveIntegerField(null=True, blank=True)
     height = models.PositiveIntegerField(null=True, blank=True)

@@ -2,13 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import datetime as dt
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
-from django.db.models.functions import Coalesce
+from django.core.files.base import ContentFile
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from apps.accounts.models import User
-from apps.content.models import ContentDraft, DraftStatus, ExclusiveContent, ExclusiveStatus
+from apps.content.models import (
+    ContentDraft,
+    ContentFormat,
+    ContentPlan,
+    DraftStatus,
+    ExclusiveContent,
+    ExclusiveStatus,
+    Media,
+    PlanStatus,
+    PublishedContent,
+)
+from apps.integrations.types import PublishResult
+from apps.market.models import Insight, InsightStatus
 
 
 def content_draft_approve(*, draft_ids: Iterable[int], approved_by: User) -> int:
@@ -43,3 +62,293 @@ def exclusive_content_archive(*, content_ids: Iterable[int]) -> int:
         .exclude(status=ExclusiveStatus.ARCHIVED)
         .update(status=ExclusiveStatus.ARCHIVED, updated_at=timezone.now())
     )
+
+
+# --- the content pipeline: plans ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlanSpec:
+    """One plan the strategist wants for an insight."""
+
+    platform: str
+    format: str
+    scheduled_for: dt.datetime
+    priority: float
+    weights: dict[str, Any]
+    topic: str
+
+
+def insight_expire(*, insight_ids: Iterable[int]) -> int:
+    """Mark new insights that were never planned and are past their time as expired; returns how many."""
+    return Insight.objects.filter(pk__in=list(insight_ids), status=InsightStatus.NEW).update(
+        status=InsightStatus.EXPIRED, updated_at=timezone.now()
+    )
+
+
+@transaction.atomic
+def content_plans_create_for_insight(*, insight_id: int, plans: Sequence[PlanSpec]) -> list[ContentPlan]:
+    """Plan an insight once: moves it from new to planned and creates its plans (one per platform), or does
+    nothing and returns [] when it is not new any more (another strategist got there first, or it was
+    planned before). Both happen in one transaction, so an insight is never planned without its plans."""
+    platforms = [p.platform for p in plans]
+    if not plans or len(set(platforms)) != len(platforms):
+        raise ValueError(f"an insight gets at most one plan per platform, not {platforms}")
+    if ContentPlan.objects.filter(insight_id=insight_id).exists():
+        # Put back to new by hand after it was planned: still never planned twice.
+        return []
+    if not Insight.objects.filter(pk=insight_id, status=InsightStatus.NEW).update(
+        status=InsightStatus.PLANNED, updated_at=timezone.now()
+    ):
+        return []
+    return ContentPlan.objects.bulk_create(
+        [
+            ContentPlan(
+                insight_id=insight_id,
+                platform=spec.platform,
+                format=spec.format,
+                topic=spec.topic[:200],
+                scheduled_for=spec.scheduled_for,
+                priority=spec.priority,
+                weights=spec.weights,
+                status=PlanStatus.PLANNED,
+            )
+            for spec in plans
+        ]
+    )
+
+
+def content_plan_create_repurposing(
+    *,
+    source: PublishedContent,
+    insight_id: int,
+    platform: str,
+    format: str,
+    scheduled_for: dt.datetime,
+    priority: float,
+    weights: dict[str, Any],
+    topic: str,
+) -> ContentPlan | None:
+    """A plan that turns a published post into another format; None when that post was already repurposed
+    into this platform and format (the ``content_plans_repurpose_once`` constraint decides a race)."""
+    try:
+        with transaction.atomic():
+            return ContentPlan.objects.create(
+                insight_id=insight_id,
+                repurposed_from=source,
+                platform=platform,
+                format=format,
+                topic=topic[:200],
+                scheduled_for=scheduled_for,
+                priority=priority,
+                weights=weights,
+            )
+    except IntegrityError:
+        return None
+
+
+def content_plan_create_digest(
+    *,
+    platform: str,
+    week: str,
+    insight_ids: Sequence[int],
+    scheduled_for: dt.datetime,
+    priority: float,
+    topic: str,
+) -> ContentPlan:
+    """The weekly digest plan of one platform: the insights it covers, in order, are in its weights."""
+    return ContentPlan.objects.create(
+        platform=platform,
+        format=ContentFormat.DIGEST,
+        topic=topic[:200],
+        scheduled_for=scheduled_for,
+        priority=priority,
+        weights={"digest_week": week, "insight_ids": list(insight_ids)},
+    )
+
+
+def content_plan_cancel(*, plan_ids: Iterable[int]) -> int:
+    """Cancel plans that have not been drafted yet; returns how many changed."""
+    return ContentPlan.objects.filter(pk__in=list(plan_ids), status=PlanStatus.PLANNED).update(
+        status=PlanStatus.CANCELLED, updated_at=timezone.now()
+    )
+
+
+# --- drafts -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DraftSpec:
+    """A written, checked post, ready to be stored as the draft of a plan."""
+
+    body: str
+    parts: list[str]
+    embed: dict[str, Any]
+    generator: str
+    checks: dict[str, Any]
+    variant_id: int | None
+    approved: bool
+
+
+@transaction.atomic
+def content_draft_create(*, plan_id: int, spec: DraftSpec) -> ContentDraft | None:
+    """Store the draft of a plan and move the plan from planned to drafted; None (and nothing written) when
+    the plan is not planned any more, so a plan is drafted once however many writers race for it."""
+    now = timezone.now()
+    if not ContentPlan.objects.filter(pk=plan_id, status=PlanStatus.PLANNED).update(
+        status=PlanStatus.DRAFTED, updated_at=now
+    ):
+        return None
+    plan = ContentPlan.objects.get(pk=plan_id)
+    return ContentDraft.objects.create(
+        plan=plan,
+        platform=plan.platform,
+        format=plan.format,
+        body=spec.body,
+        parts=spec.parts,
+        embed=spec.embed,
+        generator=spec.generator,
+        checks=spec.checks,
+        variant_id=spec.variant_id,
+        status=DraftStatus.APPROVED if spec.approved else DraftStatus.PENDING_REVIEW,
+        approved_at=now if spec.approved else None,
+    )
+
+
+# --- media --------------------------------------------------------------------------------------------------
+
+
+def media_chart_store(*, png: bytes, width: int, height: int, alt_text: str, name: str) -> Media:
+    """Store a chart card, or return the stored one with the same bytes (charts are rendered
+    deterministically, so the same data never makes a second file)."""
+    sha = hashlib.sha256(png).hexdigest()
+    existing = Media.objects.filter(kind=Media.Kind.CHART, sha256=sha).order_by("pk").first()
+    if existing is not None:
+        return existing
+    media = Media(
+        kind=Media.Kind.CHART,
+        content_type="image/png",
+        width=width,
+        height=height,
+        size_bytes=len(png),
+        sha256=sha,
+        alt_text=alt_text[:300],
+    )
+    media.file.save(name, ContentFile(png), save=False)
+    media.save()
+    return media
+
+
+_IMAGE_ATTACHABLE = (DraftStatus.PENDING_REVIEW, DraftStatus.APPROVED)
+
+
+def content_draft_attach_image(*, draft_ids: Iterable[int], media_id: int) -> int:
+    """Give drafts that have no image yet (and are not on their way out) the chart; returns how many."""
+    return ContentDraft.objects.filter(
+        pk__in=list(draft_ids), image__isnull=True, status__in=_IMAGE_ATTACHABLE
+    ).update(image_id=media_id, updated_at=timezone.now())
+
+
+# --- publishing ---------------------------------------------------------------------------------------------
+#
+# A draft goes approved → publishing (claimed, before the platform is called) → published, or back to approved
+# (a transient error: tried again later), or failed. Each move is a conditional UPDATE, so of two workers only
+# one ever calls the platform for a draft, and a draft left in publishing by a worker that died mid-call is
+# never sent again blindly (see the publishing agent).
+
+PUBLISHED_NOTE_KEY = "published"
+
+
+def content_draft_claim_for_publishing(*, draft_id: int) -> bool:
+    """Move an approved draft to publishing; False when someone else has it (or it is not approved)."""
+    return bool(
+        ContentDraft.objects.filter(pk=draft_id, status=DraftStatus.APPROVED).update(
+            status=DraftStatus.PUBLISHING,
+            publish_attempts=F("publish_attempts") + 1,
+            updated_at=timezone.now(),
+        )
+    )
+
+
+def content_draft_release(*, draft_id: int, error: str, count_attempt: bool = True) -> bool:
+    """Put a draft whose publishing failed transiently back to approved, to be tried on a later run.
+    ``count_attempt=False`` when the platform was never called (rate limited, circuit open)."""
+    changes: dict[str, Any] = {
+        "status": DraftStatus.APPROVED,
+        "last_error": error,
+        "updated_at": timezone.now(),
+    }
+    if not count_attempt:
+        changes["publish_attempts"] = Greatest(F("publish_attempts") - 1, 0)
+    return bool(ContentDraft.objects.filter(pk=draft_id, status=DraftStatus.PUBLISHING).update(**changes))
+
+
+def content_draft_fail(*, draft_id: int, error: str, from_statuses: Sequence[str]) -> bool:
+    """Give up on a draft; ``error`` tells the operator what happened and what to check."""
+    return bool(
+        ContentDraft.objects.filter(pk=draft_id, status__in=list(from_statuses)).update(
+            status=DraftStatus.FAILED, last_error=error, updated_at=timezone.now()
+        )
+    )
+
+
+def _result_note(result: PublishResult) -> dict[str, Any]:
+    return {"external_id": result.external_id, "url": result.url, "part_ids": list(result.part_ids)}
+
+
+def content_draft_note_unrecorded(*, draft_id: int, result: PublishResult, error: str) -> bool:
+    """Remember on the draft, still in publishing, that the platform accepted it as ``result`` although
+    recording that failed: the next publishing run records it without calling the platform again."""
+    draft = ContentDraft.objects.filter(pk=draft_id).only("checks").first()
+    if draft is None:
+        return False
+    return bool(
+        ContentDraft.objects.filter(pk=draft_id, status=DraftStatus.PUBLISHING).update(
+            checks={**draft.checks, PUBLISHED_NOTE_KEY: _result_note(result)},
+            last_error=f"published as {result.external_id} {result.url}, but recording it failed: {error}",
+            updated_at=timezone.now(),
+        )
+    )
+
+
+@transaction.atomic
+def content_draft_record_published(
+    *, draft_id: int, result: PublishResult, now: dt.datetime
+) -> PublishedContent | None:
+    """Record what the platform accepted: the PublishedContent row, the draft and its plan published, the
+    insight used. None (nothing written) when the draft is neither publishing nor failed: a draft failed as
+    "outcome unknown" whose call then turns out to have gone through is published after all. Recording the
+    same platform id twice returns the first row."""
+    recordable = [DraftStatus.PUBLISHING, DraftStatus.FAILED]
+    draft = (
+        ContentDraft.objects.select_for_update()
+        .select_related("plan")
+        .filter(pk=draft_id, status__in=recordable)
+        .first()
+    )
+    if draft is None:
+        return None
+    published, _ = PublishedContent.objects.get_or_create(
+        platform=draft.platform,
+        external_id=result.external_id,
+        defaults={
+            "draft": draft,
+            "format": draft.format,
+            "part_ids": list(result.part_ids) or [result.external_id],
+            "url": result.url,
+            "text": draft.body,
+            "published_at": now,
+        },
+    )
+    checks = {k: v for k, v in draft.checks.items() if k != PUBLISHED_NOTE_KEY}
+    ContentDraft.objects.filter(pk=draft.pk, status__in=recordable).update(
+        status=DraftStatus.PUBLISHED, checks=checks, last_error="", updated_at=now
+    )
+    ContentPlan.objects.filter(pk=draft.plan_id).exclude(status=PlanStatus.PUBLISHED).update(
+        status=PlanStatus.PUBLISHED, updated_at=now
+    )
+    if draft.plan.insight_id is not None:
+        Insight.objects.filter(
+            pk=draft.plan.insight_id, status__in=[InsightStatus.NEW, InsightStatus.PLANNED]
+        ).update(status=InsightStatus.USED, updated_at=now)
+    return published

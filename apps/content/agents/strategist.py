@@ -1,0 +1,319 @@
+"""The content strategist: which new insights become posts, where, in which format and when.
+
+Every (insight, platform) pair gets a priority, a weighted sum of the insight's confidence, a weight for its
+type, its recency and a weight for the platform. The weights are data: the agent's parameters (defaults here,
+overrides in its AgentConfig, where the strategy tuning adjusts them), and the ones in force are copied onto
+each plan. Pairs are then given posting slots best first: each platform posts at its slot times, one post a
+slot, no more than its daily cap, never in the quiet hours, never after the insight expires. An insight is
+planned once (a conditional UPDATE from new to planned, with its plans in the same transaction) and gets at
+most one plan per platform.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+from django.core.exceptions import ValidationError
+
+from apps.agents import selectors as agent_selectors
+from apps.agents.base import AgentContext, AgentResult, BaseAgent
+from apps.agents.registry import register
+from apps.content import limits, selectors, services
+from apps.content.models import ContentFormat
+from apps.core.models import Platform
+from apps.market.models import Insight
+
+FACTORS = ("confidence", "insight_type", "recency", "platform")
+# Parameters that are tables: an override changes the entries it names and keeps the other defaults.
+TABLES = ("weights", "type_weights", "platform_weights", "formats", "slots")
+_SLOT = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+# The formats a platform's post can take.
+PLATFORM_FORMATS: dict[str, frozenset[str]] = {
+    Platform.X: frozenset({ContentFormat.SINGLE_POST, ContentFormat.X_THREAD}),
+    Platform.TELEGRAM: frozenset(
+        {ContentFormat.SINGLE_POST, ContentFormat.TELEGRAM_CHART_POST, ContentFormat.LONG_POST}
+    ),
+    Platform.DISCORD: frozenset({ContentFormat.SINGLE_POST, ContentFormat.DISCORD_EMBED}),
+}
+
+
+class Schedule:
+    """The free posting slots of each platform from ``now`` on, over ``horizon_days`` more days.
+
+    A slot is a time of day ("HH:MM", UTC) and holds one post; a platform's UTC day holds at most its cap of
+    posts (every active plan that day counts, at a slot time or not); slots in the quiet hours are never used.
+    """
+
+    def __init__(
+        self,
+        *,
+        now: dt.datetime,
+        slots: Mapping[str, Sequence[str]],
+        caps: Mapping[str, int],
+        quiet: frozenset[int],
+        horizon_days: int,
+        booked: Mapping[str, Sequence[dt.datetime]],
+    ) -> None:
+        self.now = now
+        self.slots = {p: sorted({_parse_slot(s) for s in times}) for p, times in slots.items()}
+        self.caps = dict(caps)
+        self.quiet = quiet
+        self.horizon_days = horizon_days
+        self.per_day: dict[tuple[str, dt.date], int] = defaultdict(int)
+        self.taken: set[tuple[str, dt.datetime]] = set()
+        for platform, times in booked.items():
+            for when in times:
+                self.book(platform, when)
+
+    @classmethod
+    def load(
+        cls,
+        *,
+        now: dt.datetime,
+        slots: Mapping[str, Sequence[str]],
+        caps: Mapping[str, int],
+        quiet: frozenset[int],
+        horizon_days: int,
+    ) -> Schedule:
+        start = dt.datetime.combine(now.astimezone(dt.UTC).date(), dt.time(), dt.UTC)
+        booked = selectors.content_plan_bookings(
+            platforms=list(slots), since=start, until=start + dt.timedelta(days=horizon_days + 1)
+        )
+        return cls(now=now, slots=slots, caps=caps, quiet=quiet, horizon_days=horizon_days, booked=booked)
+
+    def book(self, platform: str, when: dt.datetime) -> None:
+        when = when.astimezone(dt.UTC)
+        self.per_day[(platform, when.date())] += 1
+        self.taken.add((platform, when))
+
+    def next_free(self, platform: str, *, not_after: dt.datetime | None = None) -> dt.datetime | None:
+        """The earliest free slot of the platform, or None when there is none before ``not_after`` within
+        the horizon."""
+        cap = self.caps.get(platform)
+        today = self.now.astimezone(dt.UTC).date()
+        for offset in range(self.horizon_days + 1):
+            day = today + dt.timedelta(days=offset)
+            if cap is not None and self.per_day[(platform, day)] >= cap:
+                continue
+            for slot in self.slots.get(platform, []):
+                when = dt.datetime.combine(day, slot, dt.UTC)
+                if not_after is not None and when > not_after:
+                    return None
+                if when < self.now or when.hour in self.quiet or (platform, when) in self.taken:
+                    continue
+                return when
+        return None
+
+
+def _parse_slot(text: str) -> dt.time:
+    match = _SLOT.match(text)
+    if match is None:
+        raise ValueError(f"a slot is a UTC time like 09:30, not {text!r}")
+    return dt.time(int(match[1]), int(match[2]))
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def check_schedule_parameters(params: Mapping[str, Any], problems: list[str]) -> None:
+    """Slots, caps and quiet hours, as the strategist and the repurposing agent read them."""
+    for platform, times in params["slots"].items():
+        if platform not in Platform.values:
+            problems.append(f"slots: unknown platform {platform!r}")
+        elif not isinstance(times, list) or not all(isinstance(t, str) and _SLOT.match(t) for t in times):
+            problems.append(f"slots.{platform} must be a list of UTC times like 09:30")
+    for platform, cap in params["daily_caps"].items():
+        if platform not in Platform.values or not isinstance(cap, int) or isinstance(cap, bool) or cap < 0:
+            problems.append(f"daily_caps.{platform} must be a platform's whole number of posts, 0 or more")
+    try:
+        limits.parse_quiet_hours(params["quiet_hours"])
+    except ValueError as exc:
+        problems.append(f"quiet_hours: {exc}")
+    if params["horizon_days"] < 0:
+        problems.append("horizon_days must be 0 or more")
+
+
+@register
+class ContentStrategistAgent(BaseAgent):
+    name = "content_strategist"
+    phase = 1
+    description = (
+        "Plans posts from new insights: platform, format and posting slot, by a weighted priority whose "
+        "weights are parameters; per-platform daily caps and quiet hours; each insight planned once."
+    )
+    depends_on = ("analysis",)
+    default_parameters: ClassVar[dict[str, Any]] = {
+        "platforms": ["x", "telegram", "discord"],
+        # The strategy: priority = sum(weight * factor), every factor in [0, 1].
+        "weights": {"confidence": 0.5, "insight_type": 0.2, "recency": 0.2, "platform": 0.1},
+        "type_weights": {
+            "price_move": 0.9,
+            "bollinger_breakout_up": 0.8,
+            "bollinger_breakout_down": 0.8,
+            "volume_spike": 0.7,
+            "rsi_overbought": 0.6,
+            "rsi_oversold": 0.6,
+            "sentiment_shift": 0.6,
+            "macd_bullish_cross": 0.5,
+            "macd_bearish_cross": 0.5,
+        },
+        "platform_weights": {"x": 1.0, "telegram": 0.8, "discord": 0.6},
+        # Hours after which an insight's recency factor has halved.
+        "recency_half_life_hours": 6.0,
+        # Pairs scoring below this are not planned.
+        "min_priority": 0.0,
+        "formats": {"x": "single_post", "telegram": "telegram_chart_post", "discord": "discord_embed"},
+        # On X, an insight this confident gets a thread rather than a single post.
+        "x_thread_min_confidence": 0.8,
+        # Posting times per platform, UTC.
+        "slots": {
+            "x": ["07:00", "09:00", "11:00", "13:00", "15:00", "17:00", "19:00", "21:00"],
+            "telegram": ["08:00", "12:00", "16:00", "20:00"],
+            "discord": ["09:00", "13:00", "17:00", "21:00"],
+        },
+        # Posts per platform and UTC day; a platform left out takes CONTENT_DAILY_CAPS.
+        "daily_caps": {},
+        # UTC hours with no posts ("0-6", "22-6", "none"); empty takes CONTENT_QUIET_HOURS.
+        "quiet_hours": "",
+        # How many days ahead a slot may be.
+        "horizon_days": 1,
+        # Insights older than this are not planned any more (nor are expired ones).
+        "max_insight_age_hours": 24.0,
+        "batch_size": 200,
+    }
+
+    @classmethod
+    def validate_parameters(cls, parameters: dict[str, Any]) -> dict[str, Any]:
+        params = super().validate_parameters(parameters)
+        for table in TABLES:
+            params[table] = {**cls.default_parameters[table], **params[table]}
+        problems: list[str] = []
+        if unknown := set(params["platforms"]) - set(Platform.values):
+            problems.append(f"platforms: unknown {sorted(unknown)}")
+        if unknown := set(params["weights"]) - set(FACTORS):
+            problems.append(f"weights: unknown factors {sorted(unknown)}; known: {', '.join(FACTORS)}")
+        for group in ("weights", "type_weights", "platform_weights"):
+            if not all(_number(v) and v >= 0 for v in params[group].values()):
+                problems.append(f"{group}: every weight is a number, 0 or more")
+        for platform, format in params["formats"].items():
+            if format not in PLATFORM_FORMATS.get(platform, ()):
+                problems.append(f"formats.{platform}: {format!r} is not a format for that platform")
+        if params["recency_half_life_hours"] <= 0:
+            problems.append("recency_half_life_hours must be more than 0")
+        check_schedule_parameters(params, problems)
+        if problems:
+            raise ValidationError(problems)
+        return params
+
+    def execute(self, ctx: AgentContext) -> AgentResult:
+        params = self.validate_parameters(ctx.parameters)
+        result = AgentResult()
+        result.counters.update(dict.fromkeys(("insights_planned", "plans", "expired", "unscheduled"), 0))
+        now = ctx.now
+        result.incr(
+            "expired",
+            services.insight_expire(
+                insight_ids=selectors.insight_ids_gone_stale(
+                    now=now, max_age_hours=params["max_insight_age_hours"]
+                )
+            ),
+        )
+        insights = selectors.insight_list_plannable(
+            now=now, max_age_hours=params["max_insight_age_hours"], limit=params["batch_size"]
+        )
+        platforms = [p for p in params["platforms"] if params["slots"].get(p)]
+        schedule = Schedule.load(
+            now=now,
+            slots={p: params["slots"][p] for p in platforms},
+            caps=limits.daily_caps(params["daily_caps"]),
+            quiet=limits.quiet_hours(params["quiet_hours"]),
+            horizon_days=params["horizon_days"],
+        )
+
+        scored = [
+            (self.score(insight, platform, params, now), insight, platform)
+            for insight in insights
+            for platform in platforms
+        ]
+        # Best first, so the strongest insights take the scarce slots; ties in a stable order.
+        scored.sort(key=lambda item: (-item[0][0], item[1].pk, platforms.index(item[2])))
+        wanted: dict[int, list[services.PlanSpec]] = defaultdict(list)
+        for (priority, factors), insight, platform in scored:
+            if priority < params["min_priority"]:
+                result.incr("below_min_priority")
+                continue
+            when = schedule.next_free(platform, not_after=insight.expires_at)
+            if when is None:
+                result.incr(f"no_slot.{platform}")
+                continue
+            schedule.book(platform, when)
+            wanted[insight.pk].append(
+                services.PlanSpec(
+                    platform=platform,
+                    format=self.format_for(insight, platform, params),
+                    scheduled_for=when,
+                    priority=round(priority, 6),
+                    weights={**params["weights"], "factors": factors},
+                    topic=insight.headline,
+                )
+            )
+
+        for insight in insights:
+            specs = wanted.get(insight.pk)
+            if not specs:
+                result.incr("unscheduled")
+                continue
+            created = services.content_plans_create_for_insight(insight_id=insight.pk, plans=specs)
+            if not created:
+                result.incr("already_planned")
+                continue
+            result.incr("insights_planned")
+            result.incr("plans", len(created))
+            for plan in created:
+                result.incr(f"plans.{plan.platform}")
+        counters = result.counters
+        result.summary = (
+            f"{counters['plans']} plans for {counters['insights_planned']} insights; "
+            f"{counters['unscheduled']} without a free slot, {counters['expired']} expired unplanned"
+        )
+        return result
+
+    @staticmethod
+    def score(
+        insight: Insight, platform: str, params: Mapping[str, Any], now: dt.datetime
+    ) -> tuple[float, dict[str, float]]:
+        """The pair's priority and the factors it was made of."""
+        age_hours = max(0.0, (now - insight.detected_at).total_seconds() / 3600)
+        factors = {
+            "confidence": float(insight.confidence),
+            "insight_type": float(params["type_weights"].get(insight.type, 0.5)),
+            "recency": 0.5 ** (age_hours / params["recency_half_life_hours"]),
+            "platform": float(params["platform_weights"].get(platform, 0.0)),
+        }
+        factors = {k: round(v, 6) for k, v in factors.items()}
+        weights = params["weights"]
+        return sum(float(weights.get(k, 0.0)) * v for k, v in factors.items()), factors
+
+    @staticmethod
+    def format_for(insight: Insight, platform: str, params: Mapping[str, Any]) -> str:
+        if platform == Platform.X and insight.confidence >= params["x_thread_min_confidence"]:
+            return ContentFormat.X_THREAD
+        return str(params["formats"].get(platform, ContentFormat.SINGLE_POST))
+
+
+def strategist_schedule(*, now: dt.datetime) -> Schedule:
+    """The strategist's schedule as its configuration stands, for other agents that plan posts."""
+    config = agent_selectors.agent_config_get(agent_name=ContentStrategistAgent.name)
+    params = ContentStrategistAgent.validate_parameters(config.parameters if config else {})
+    return Schedule.load(
+        now=now,
+        slots={p: params["slots"][p] for p in Platform.values if params["slots"].get(p)},
+        caps=limits.daily_caps(params["daily_caps"]),
+        quiet=limits.quiet_hours(params["quiet_hours"]),
+        horizon_days=params["horizon_days"],
+    )
