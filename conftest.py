@@ -35,6 +35,7 @@ def _fail_missing_service(request: pytest.FixtureRequest) -> None:
 @pytest.fixture(autouse=True)
 def _media_root(settings: object, tmp_path_factory: pytest.TempPathFactory) -> None:
     settings.MEDIA_ROOT = tmp_path_factory.mktemp("media")  # type: ignore[attr-defined]
+    settings.PRIVATE_MEDIA_ROOT = tmp_path_factory.mktemp("private-media")  # type: ignore[attr-defined]
 
 
 @pytest.fixture(autouse=True)
@@ -49,3 +50,13 @@ def _clean_cache() -> None:
     from django.core.cache import cache
 
     cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def _eager_celery(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tasks run in the test's own process, as on the embedded default, even when the suite runs with
+    REDIS_URL (CI): a ``.delay()`` must not vanish into a broker no worker reads. The tests of the real
+    broker path start their own worker and switch this off."""
+    from coinlink.celery import app
+
+    monkeypatch.setitem(app.conf, "task_always_eager", True)

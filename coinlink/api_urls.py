@@ -9,7 +9,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 from rest_framework.routers import DefaultRouter
 
 from apps.accounts.api import MeView
-from apps.content.api import PublishedContentViewSet
+from apps.content.api import ExclusiveContentViewSet, PublishedContentViewSet
 from apps.market.api import InsightViewSet
 
 app_name = "api"
@@ -32,6 +32,7 @@ class ApiRouter(DefaultRouter):
 router = ApiRouter(singletons={"me": "me"})
 router.register("insights", InsightViewSet, basename="insight")
 router.register("published-content", PublishedContentViewSet, basename="published-content")
+router.register("exclusive", ExclusiveContentViewSet, basename="exclusive-content")
 
 v1_urlpatterns: list[URLPattern | URLResolver] = [
     path("me/", MeView.as_view(), name="me"),

@@ -61,6 +61,8 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "allauth",
     "allauth.account",
+    "allauth.socialaccount",
+    "allauth.socialaccount.providers.discord",
     "apps.core",
     "apps.accounts",
     "apps.integrations",
@@ -163,6 +165,29 @@ ACCOUNT_UNIQUE_EMAIL = True
 ACCOUNT_LOGOUT_ON_PASSWORD_CHANGE = False
 ACCOUNT_EMAIL_SUBJECT_PREFIX = "[CoinLink] "
 
+# Discord and Telegram accounts are linked to a member, never used to create one: the adapter closes social
+# signup, and linking a Discord account records the member's Discord identity for role sync.
+SOCIALACCOUNT_ADAPTER = "apps.accounts.adapters.SocialAccountAdapter"
+DISCORD_OAUTH_CLIENT_ID = env.str("DISCORD_OAUTH_CLIENT_ID", default="")
+DISCORD_OAUTH_CLIENT_SECRET = env.str("DISCORD_OAUTH_CLIENT_SECRET", default="")
+if bool(DISCORD_OAUTH_CLIENT_ID) != bool(DISCORD_OAUTH_CLIENT_SECRET):
+    raise ImproperlyConfigured("DISCORD_OAUTH_CLIENT_ID and DISCORD_OAUTH_CLIENT_SECRET go together")
+SOCIALACCOUNT_PROVIDERS = {
+    "discord": {
+        # Only who the member is: no email, guilds or tokens are needed to link the account.
+        "SCOPE": ["identify"],
+        "APPS": (
+            [{"client_id": DISCORD_OAUTH_CLIENT_ID, "secret": DISCORD_OAUTH_CLIENT_SECRET, "key": ""}]
+            if DISCORD_OAUTH_CLIENT_ID
+            else []
+        ),
+    }
+}
+SOCIALACCOUNT_STORE_TOKENS = False
+# The Telegram Login Widget names the bot (its domain is set with @BotFather's /setdomain) and is verified with
+# TELEGRAM_BOT_TOKEN; members can always link by sending the bot a one-time code instead.
+TELEGRAM_LOGIN_BOT_USERNAME = env.str("TELEGRAM_LOGIN_BOT_USERNAME", default="")
+
 EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")
 vars().update(EMAIL_CONFIG)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="CoinLink <noreply@coinlink.local>")
@@ -179,6 +204,9 @@ STATIC_ROOT = env.path("STATIC_ROOT", default=BASE_DIR / "var" / "static")
 STATICFILES_DIRS = [BASE_DIR / "static"]
 MEDIA_URL = "media/"
 MEDIA_ROOT = env.path("MEDIA_ROOT", default=BASE_DIR / "var" / "media")
+# Media (members-only files among them) live here, outside MEDIA_ROOT, which a production proxy serves to anyone;
+# members reach them only through the entitlement-checked portal view.
+PRIVATE_MEDIA_ROOT = env.path("PRIVATE_MEDIA_ROOT", default=BASE_DIR / "var" / "private-media")
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
@@ -295,3 +323,175 @@ if PRODUCTION:
 # --- resilience ---------------------------------------------------------------------------------------------
 CIRCUIT_BREAKER_FAILURES = env.int("CIRCUIT_BREAKER_FAILURES", default=5)
 CIRCUIT_BREAKER_RESET_SECONDS = env.int("CIRCUIT_BREAKER_RESET_SECONDS", default=60)
+
+# --- publishing integrations --------------------------------------------------------------------------------
+# Each defaults to its offline twin: templates write the posts and the outbox records what would be sent.
+LLM_BACKEND = env.str("LLM_BACKEND", default="templates")
+ANTHROPIC_API_KEY = env.str("ANTHROPIC_API_KEY", default="")
+ANTHROPIC_MODEL = env.str("ANTHROPIC_MODEL", default="claude-sonnet-5-5")
+ANTHROPIC_BASE_URL = env.str("ANTHROPIC_BASE_URL", default="")
+
+X_BACKEND = env.str("X_BACKEND", default="outbox")
+X_CONSUMER_KEY = env.str("X_CONSUMER_KEY", default="")
+X_CONSUMER_SECRET = env.str("X_CONSUMER_SECRET", default="")
+X_ACCESS_TOKEN = env.str("X_ACCESS_TOKEN", default="")
+X_ACCESS_TOKEN_SECRET = env.str("X_ACCESS_TOKEN_SECRET", default="")
+X_HANDLE = env.str("X_HANDLE", default="")
+# Shared with the X search client: sends the real clients to a compatible server instead of api.twitter.com.
+X_API_BASE_URL = env.str("X_API_BASE_URL", default="")
+
+TELEGRAM_BACKEND = env.str("TELEGRAM_BACKEND", default="outbox")
+TELEGRAM_BOT_TOKEN = env.str("TELEGRAM_BOT_TOKEN", default="")
+TELEGRAM_API_BASE_URL = env.str("TELEGRAM_API_BASE_URL", default="https://api.telegram.org")
+TELEGRAM_CHANNEL_ID = env.str("TELEGRAM_CHANNEL_ID", default="")
+
+DISCORD_BACKEND = env.str("DISCORD_BACKEND", default="outbox")
+DISCORD_BOT_TOKEN = env.str("DISCORD_BOT_TOKEN", default="")
+DISCORD_API_BASE_URL = env.str("DISCORD_API_BASE_URL", default="")
+DISCORD_CHANNEL_ID = env.str("DISCORD_CHANNEL_ID", default="")
+DISCORD_WEBHOOK_URL = env.str("DISCORD_WEBHOOK_URL", default="")
+
+if LLM_BACKEND not in {"templates", "anthropic"}:
+    raise ImproperlyConfigured(f"LLM_BACKEND must be templates or anthropic, not {LLM_BACKEND!r}")
+PUBLISHER_CREDENTIALS = {
+    "x": ["X_CONSUMER_KEY", "X_CONSUMER_SECRET", "X_ACCESS_TOKEN", "X_ACCESS_TOKEN_SECRET"],
+    "telegram": ["TELEGRAM_BOT_TOKEN", "TELEGRAM_CHANNEL_ID"],
+    # A bot token with its channel, or a webhook (which can post but not read).
+    "discord": ["DISCORD_BOT_TOKEN", "DISCORD_CHANNEL_ID"],
+}
+for _platform, _backend in {"x": X_BACKEND, "telegram": TELEGRAM_BACKEND, "discord": DISCORD_BACKEND}.items():
+    if _backend not in {"outbox", "api"}:
+        raise ImproperlyConfigured(f"{_platform.upper()}_BACKEND must be outbox or api, not {_backend!r}")
+if PRODUCTION:
+    # Production refuses to start with a real integration it cannot authenticate; get_writer and
+    # get_publisher refuse the same in every environment, at the moment they are asked for one.
+    if LLM_BACKEND == "anthropic" and not ANTHROPIC_API_KEY:
+        raise ImproperlyConfigured("LLM_BACKEND=anthropic needs ANTHROPIC_API_KEY")
+    for _platform, _names in PUBLISHER_CREDENTIALS.items():
+        if globals()[f"{_platform.upper()}_BACKEND"] != "api":
+            continue
+        if _platform == "discord" and DISCORD_WEBHOOK_URL:
+            continue
+        if _missing := [name for name in _names if not globals()[name]]:
+            raise ImproperlyConfigured(f"{_platform.upper()}_BACKEND=api needs {', '.join(_missing)}")
+
+# --- market integrations ------------------------------------------------------------------------------------
+# Each integration has a real client and an offline twin; the twins are the embedded default.
+EXCHANGE_BACKEND = env.str("EXCHANGE_BACKEND", default="simulated")
+EXCHANGE_ID = env.str("EXCHANGE_ID", default="binance")
+EXCHANGE_API_URL = env.str("EXCHANGE_API_URL", default="")
+EXCHANGE_TIMEOUT_SECONDS = env.float("EXCHANGE_TIMEOUT_SECONDS", default=10.0)
+WATCHLIST = env.list("WATCHLIST", default=["BTC/USDT", "ETH/USDT", "SOL/USDT", "XRP/USDT", "DOGE/USDT"])
+MARKET_TIMEFRAME = env.str("MARKET_TIMEFRAME", default="1h")
+NEWS_BACKEND = env.str("NEWS_BACKEND", default="files")
+NEWS_FEEDS = env.list("NEWS_FEEDS", default=[])
+NEWSAPI_KEY = env.str("NEWSAPI_KEY", default="")
+NEWSAPI_URL = env.str("NEWSAPI_URL", default="https://newsapi.org")
+SOCIAL_BACKEND = env.str("SOCIAL_BACKEND", default="files")
+# X search also follows X_API_BASE_URL (with the publishing integrations above).
+X_BEARER_TOKEN = env.str("X_BEARER_TOKEN", default="")
+
+for _name, _choices in (
+    ("EXCHANGE_BACKEND", {"simulated", "ccxt"}),
+    ("NEWS_BACKEND", {"files", "rss"}),
+    ("SOCIAL_BACKEND", {"files", "x"}),
+):
+    if vars()[_name] not in _choices:
+        raise ImproperlyConfigured(f"{_name} must be one of {sorted(_choices)}, not {vars()[_name]!r}")
+if _malformed := [symbol for symbol in WATCHLIST if symbol.count("/") != 1]:
+    raise ImproperlyConfigured(f"WATCHLIST entries must look like BASE/QUOTE: {_malformed}")
+if PRODUCTION:
+    if NEWS_BACKEND == "rss" and not (NEWS_FEEDS or NEWSAPI_KEY):
+        raise ImproperlyConfigured("NEWS_BACKEND=rss needs NEWS_FEEDS or NEWSAPI_KEY")
+    if SOCIAL_BACKEND == "x" and not X_BEARER_TOKEN:
+        raise ImproperlyConfigured("SOCIAL_BACKEND=x needs X_BEARER_TOKEN")
+
+# --- agents -------------------------------------------------------------------------------------------------
+# The embedded default runs the beat schedules and the agents inside the server process (runserver, daphne);
+# with a broker, `celery beat` and the workers do.
+AGENTS_RUN_IN_PROCESS = env.bool("AGENTS_RUN_IN_PROCESS", default=CELERY_TASK_ALWAYS_EAGER)
+# Transient errors (timeouts, 5xx, rate limits) are retried with exponential backoff and jitter; a platform's
+# retry-after wins over the backoff.
+AGENT_RETRY_MAX_ATTEMPTS = env.int("AGENT_RETRY_MAX_ATTEMPTS", default=3)
+AGENT_RETRY_BASE_DELAY = env.float("AGENT_RETRY_BASE_DELAY", default=10.0)
+AGENT_RETRY_MAX_DELAY = env.float("AGENT_RETRY_MAX_DELAY", default=300.0)
+# A crontab ("0 * * * *") for the whole pipeline; created once as a beat schedule, then edited in the admin.
+AGENT_PIPELINE_SCHEDULE = env.str("AGENT_PIPELINE_SCHEDULE", default="")
+if AGENT_RETRY_MAX_ATTEMPTS < 1:
+    raise ImproperlyConfigured("AGENT_RETRY_MAX_ATTEMPTS must be 1 or more")
+if not 0 <= AGENT_RETRY_BASE_DELAY <= AGENT_RETRY_MAX_DELAY:
+    raise ImproperlyConfigured("AGENT_RETRY_BASE_DELAY must be between 0 and AGENT_RETRY_MAX_DELAY")
+
+# --- billing ------------------------------------------------------------------------------------------------
+# Stripe. Without STRIPE_SECRET_KEY (development) checkout runs on the local twin; production needs the real
+# key, and the webhook signing secret without which no Stripe event is accepted.
+STRIPE_SECRET_KEY = env.str("STRIPE_SECRET_KEY", default="")
+STRIPE_PUBLISHABLE_KEY = env.str("STRIPE_PUBLISHABLE_KEY", default="")
+STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="")
+STRIPE_API_BASE = env.str("STRIPE_API_BASE", default="https://api.stripe.com")
+STRIPE_TIMEOUT_SECONDS = env.float("STRIPE_TIMEOUT_SECONDS", default=10.0)
+# A signed event older than this is refused, so a captured request cannot be replayed (Stripe's default).
+STRIPE_WEBHOOK_TOLERANCE_SECONDS = env.int("STRIPE_WEBHOOK_TOLERANCE_SECONDS", default=300)
+BILLING_CURRENCY = env.str("BILLING_CURRENCY", default="usd").lower()
+
+if BILLING_CURRENCY not in {"usd", "eur", "gbp"}:  # apps.core.models.Currency
+    raise ImproperlyConfigured(f"BILLING_CURRENCY must be usd, eur or gbp, not {BILLING_CURRENCY!r}")
+if STRIPE_WEBHOOK_TOLERANCE_SECONDS < 1:
+    raise ImproperlyConfigured("STRIPE_WEBHOOK_TOLERANCE_SECONDS must be 1 or more")
+_stripe_secrets = {"STRIPE_SECRET_KEY": STRIPE_SECRET_KEY, "STRIPE_WEBHOOK_SECRET": STRIPE_WEBHOOK_SECRET}
+if PRODUCTION and (_missing := [name for name, value in _stripe_secrets.items() if not value]):
+    raise ImproperlyConfigured(f"production needs {', '.join(_missing)} in the environment")
+CELERY_BEAT_SCHEDULE = {
+    **vars().get("CELERY_BEAT_SCHEDULE", {}),
+    # Takes ended Discord roles and Telegram channel memberships away.
+    "billing.expire_entitlements": {"task": "billing.expire_entitlements", "schedule": 300.0},
+}
+
+# --- content pipeline ---------------------------------------------------------------------------------------
+# Added to every post, and counted towards the platform's length limit.
+POST_DISCLAIMER = env.str("POST_DISCLAIMER", default="Not financial advice.")
+# Drafts for these platforms are approved as soon as they pass the content checks; the others wait for an
+# operator (the admin's approve action). Production approves nothing by itself unless told to.
+CONTENT_AUTO_APPROVE_PLATFORMS = env.list(
+    "CONTENT_AUTO_APPROVE_PLATFORMS", default=[] if PRODUCTION else ["x", "telegram", "discord"]
+)
+# Phrases no post may contain (case-insensitive, whole words); empty keeps the built-in list
+# (apps.content.agents.creation.DEFAULT_BANNED_PHRASES).
+CONTENT_BANNED_PHRASES = [p.strip() for p in env.list("CONTENT_BANNED_PHRASES", default=[]) if p.strip()]
+# "x=8,telegram=4,discord=4": posts planned and published per platform and UTC day.
+_daily_caps = env.str("CONTENT_DAILY_CAPS", default="x=8,telegram=4,discord=4")
+CONTENT_DAILY_CAPS: dict[str, int] = {}
+for _item in filter(None, (i.strip() for i in _daily_caps.split(","))):
+    _platform, _, _cap = _item.partition("=")
+    if _platform.strip() not in {"x", "telegram", "discord"} or not _cap.strip().isdigit():
+        raise ImproperlyConfigured(f"CONTENT_DAILY_CAPS must look like x=8,telegram=4, not {_daily_caps!r}")
+    CONTENT_DAILY_CAPS[_platform.strip()] = int(_cap)
+# UTC hours nothing is scheduled or published in: "0-6" is midnight up to 6:00; ranges may wrap ("22-6") and
+# be combined ("0-6,13-14"); empty for none.
+CONTENT_QUIET_HOURS = env.str("CONTENT_QUIET_HOURS", default="0-6")
+for _range in filter(None, (r.strip() for r in CONTENT_QUIET_HOURS.split(","))):
+    _start, _, _end = _range.partition("-")
+    if not (_start.isdigit() and _end.isdigit() and int(_start) <= 23 and int(_end) <= 24):
+        raise ImproperlyConfigured(
+            f"CONTENT_QUIET_HOURS must look like 0-6 or 22-6, not {CONTENT_QUIET_HOURS!r}"
+        )
+if _unknown := set(CONTENT_AUTO_APPROVE_PLATFORMS) - {"x", "telegram", "discord"}:
+    raise ImproperlyConfigured(f"CONTENT_AUTO_APPROVE_PLATFORMS names unknown platforms: {sorted(_unknown)}")
+
+# --- community access ---------------------------------------------------------------------------------------
+# Entitlements carried to the platforms (apps.integrations.access; the offline twin while *_BACKEND=outbox):
+# Discord roles in DISCORD_GUILD_ID, single-use invite links to Telegram channels, and the Telegram bot's webhook,
+# which accepts an update only with TELEGRAM_WEBHOOK_SECRET in its path and in Telegram's secret-token header
+# (empty: every update is refused).
+DISCORD_GUILD_ID = env.str("DISCORD_GUILD_ID", default="")
+TELEGRAM_WEBHOOK_SECRET = env.str("TELEGRAM_WEBHOOK_SECRET", default="")
+TELEGRAM_INVITE_TTL_HOURS = env.int("TELEGRAM_INVITE_TTL_HOURS", default=24)
+
+if TELEGRAM_WEBHOOK_SECRET and (
+    len(TELEGRAM_WEBHOOK_SECRET) > 256
+    or not all(ch.isascii() and (ch.isalnum() or ch in "_-") for ch in TELEGRAM_WEBHOOK_SECRET)
+):
+    # Telegram's own rule for setWebhook's secret_token.
+    raise ImproperlyConfigured("TELEGRAM_WEBHOOK_SECRET must be 1-256 characters of A-Z, a-z, 0-9, _ and -")
+if TELEGRAM_INVITE_TTL_HOURS < 1:
+    raise ImproperlyConfigured("TELEGRAM_INVITE_TTL_HOURS must be 1 or more")

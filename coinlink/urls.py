@@ -9,6 +9,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("allauth.urls")),
     path("api/", include("coinlink.api_urls")),
+    path("billing/", include("apps.billing.urls")),
+    path("bots/", include("apps.bots.urls")),
     path("health/", core_views.health, name="health"),
 ]
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from allauth.account.models import EmailAddress
+from allauth.socialaccount.models import SocialAccount, SocialApp
 from django.contrib import admin
 from django.contrib.admin import ModelAdmin
 from django.contrib.admin.utils import quote
@@ -52,6 +53,7 @@ from apps.billing.factories import (
 )
 from apps.billing.models import (
     BillingCustomer,
+    CheckoutTwinSession,
     ConversionAttempt,
     Entitlement,
     Plan,
@@ -59,6 +61,7 @@ from apps.billing.models import (
     StripeEvent,
     Subscription,
 )
+from apps.bots.models import TelegramUpdate
 from apps.community.factories import CommunityUserFactory, PlatformIdentityFactory, UserInteractionFactory
 from apps.community.models import CommunityUser, PlatformIdentity, UserInteraction
 from apps.content.factories import (
@@ -77,8 +80,10 @@ from apps.content.models import (
     Media,
     PublishedContent,
 )
+from apps.core.models import CircuitBreakerState
 from apps.experiments.factories import ABTestFactory, ABTestVariantFactory, AssignmentFactory
 from apps.experiments.models import ABTest, ABTestVariant, Assignment
+from apps.integrations.models import AccessGrant, OutboxMessage
 from apps.market.factories import InsightFactory, MarketDataFactory, NewsArticleFactory, SentimentDataFactory
 from apps.market.models import Insight, InsightStatus, MarketData, NewsArticle, SentimentData
 from apps.moderation.factories import (
@@ -141,6 +146,18 @@ def _user_with_email() -> EmailAddress:
     return EmailAddress.objects.create(user=user, email=user.email, primary=True, verified=True)
 
 
+def _checkout_twin_session() -> CheckoutTwinSession:
+    price = PlanPriceFactory()
+    return CheckoutTwinSession.objects.create(
+        id=f"cs_twin_{next(_serial)}",
+        user=UserFactory(),
+        price=price,
+        success_url="http://testserver/billing/success/",
+        cancel_url="http://testserver/billing/cancel/",
+        expires_at=timezone.now() + dt.timedelta(hours=1),
+    )
+
+
 # One row of each registered model, with its optional relations and inline children filled in, so that a
 # changelist that forgot to load a relation would show it as one more query per row, and change forms carry their
 # inlines.
@@ -186,11 +203,31 @@ ROW_BUILDERS: dict[type[Model], Callable[[], Model]] = {
     ),
     Strike: StrikeFactory,
     Appeal: lambda: AppealFactory(decided_by=UserFactory()),
+    CircuitBreakerState: lambda: CircuitBreakerState.objects.create(
+        service=f"service-{next(_serial)}", state=CircuitBreakerState.State.OPEN, opened_at=timezone.now()
+    ),
+    OutboxMessage: lambda: OutboxMessage.objects.create(
+        platform="x", text="t", idempotency_key=f"k{next(_serial)}", external_id=f"outbox-x-{next(_serial)}"
+    ),
+    CheckoutTwinSession: _checkout_twin_session,
+    AccessGrant: lambda: AccessGrant.objects.create(
+        platform="discord",
+        resource="42",
+        user_external_id=str(next(_serial)),
+        state=AccessGrant.State.GRANTED,
+    ),
+    TelegramUpdate: lambda: TelegramUpdate.objects.create(
+        update_id=next(_serial), payload={"update_id": 1, "message": {"text": "/start"}}
+    ),
     # Third-party models the admin shows too.
     Group: lambda: Group.objects.create(name=f"group {next(_serial)}"),
     Site: lambda: Site.objects.create(domain=f"site{next(_serial)}.example.com", name="site"),
     TokenProxy: lambda: Token.objects.create(user=UserFactory()),
     EmailAddress: _user_with_email,
+    SocialAccount: lambda: SocialAccount.objects.create(
+        user=UserFactory(), provider="discord", uid=str(next(_serial)), extra_data={}
+    ),
+    SocialApp: lambda: SocialApp.objects.create(provider="discord", name=f"Discord {next(_serial)}"),
     IntervalSchedule: _interval,
     CrontabSchedule: lambda: CrontabSchedule.objects.create(minute=str(next(_serial) % 60)),
     SolarSchedule: lambda: SolarSchedule.objects.create(
@@ -368,7 +405,19 @@ def test_filters_and_search_narrow_the_changelist(staff_client: Client) -> None:
     assert _changelist_ids(staff_client, CommunityUser, q="satoshi") == {identity.community_user_id}
 
 
-READ_ONLY = [AgentRun, PipelineRun, StripeEvent, PerformanceSnapshot, UserInteraction, MarketData]
+READ_ONLY = [
+    AgentRun,
+    PipelineRun,
+    StripeEvent,
+    PerformanceSnapshot,
+    UserInteraction,
+    MarketData,
+    OutboxMessage,
+    CheckoutTwinSession,
+    CircuitBreakerState,
+    AccessGrant,
+    TelegramUpdate,
+]
 
 
 @pytest.mark.parametrize("model", READ_ONLY, ids=_label)

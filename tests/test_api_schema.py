@@ -44,6 +44,7 @@ def test_api_root_links_every_endpoint(client: Client) -> None:
         "me": "http://testserver/api/v1/me/",
         "insights": "http://testserver/api/v1/insights/",
         "published-content": "http://testserver/api/v1/published-content/",
+        "exclusive": "http://testserver/api/v1/exclusive/",
     }
 
 
@@ -64,6 +65,8 @@ def test_schema_documents_every_endpoint_and_method(client: Client) -> None:
         "/api/v1/published-content/": ["get"],
         "/api/v1/published-content/{id}/": ["get"],
         "/api/v1/me/": ["get", "patch"],
+        "/api/v1/exclusive/": ["get"],
+        "/api/v1/exclusive/{slug}/": ["get"],
     }
 
 

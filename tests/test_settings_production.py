@@ -29,6 +29,9 @@ def production_env(tmp_path: Path) -> dict[str, str]:
             "DATABASE_URL": f"sqlite:///{tmp_path / 'production.sqlite3'}",
             # Asked for and ignored: production never runs with DEBUG on.
             "DEBUG": "true",
+            # Dummies: nothing here calls Stripe, but production refuses to start without them.
+            "STRIPE_SECRET_KEY": "sk_test_" + secrets.token_hex(12),
+            "STRIPE_WEBHOOK_SECRET": "whsec_" + secrets.token_hex(16),
         }
     )
     # Knobs that loosen the hardening keep their defaults here: the defaults are what these tests pin down.
@@ -118,6 +121,17 @@ def test_refuses_to_start_without_allowed_hosts(production_env: dict[str, str]) 
     assert result.returncode != 0
     assert "ImproperlyConfigured" in result.stderr
     assert "ALLOWED_HOSTS" in result.stderr
+
+
+@pytest.mark.parametrize("name", ["STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET"])
+def test_refuses_to_start_without_its_stripe_secrets(production_env: dict[str, str], name: str) -> None:
+    production_env[name] = ""
+
+    result = _manage(production_env, "check")
+
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert name in result.stderr
 
 
 def test_only_the_health_report_answers_over_plain_http(production_env: dict[str, str]) -> None:

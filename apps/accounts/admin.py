@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from allauth.socialaccount.models import SocialToken
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm
@@ -9,6 +10,9 @@ from django.contrib.auth.forms import UserChangeForm as DjangoUserChangeForm
 from django.core.exceptions import ValidationError
 
 from apps.accounts.models import User
+
+# Members connect Discord for identity only; no OAuth tokens are stored, so their admin would be an empty page.
+admin.site.unregister(SocialToken)
 
 
 class UserCreationForm(AdminUserCreationForm):

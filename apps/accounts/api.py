@@ -16,10 +16,12 @@ from apps.accounts.models import User
 from apps.accounts.selectors import user_get_profile
 from apps.accounts.services import user_update_display_name
 from apps.billing.models import Entitlement, Plan, Subscription
-from apps.billing.selectors import entitlement_list_active, subscription_get_latest
+from apps.billing.selectors import entitlement_list_active, member_access_state, subscription_get_latest
 from apps.community.models import PlatformIdentity
 
 DISPLAY_NAME_MAX_LENGTH = User._meta.get_field("display_name").max_length
+# The values of billing's member_access_state, "anonymous" aside: /me/ always has a member.
+ACCESS_STATES = ["free", "trialing", "active", "past_due_grace", "past_due_expired", "canceled"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,7 @@ class Profile:
     identities: list[PlatformIdentity]
     subscription: Subscription | None
     entitlements: list[Entitlement]
+    access_state: str
 
 
 def _profile_get(*, user_id: int) -> Profile:
@@ -41,6 +44,7 @@ def _profile_get(*, user_id: int) -> Profile:
         identities=list(community_user.identities.all()) if community_user is not None else [],
         subscription=subscription_get_latest(user=user),
         entitlements=list(entitlement_list_active(user=user)),
+        access_state=member_access_state(user=user),
     )
 
 
@@ -95,6 +99,11 @@ class MeSerializer(serializers.Serializer[Profile]):
         read_only=True, allow_null=True, help_text="The member's latest subscription, whatever its status"
     )
     entitlements = MemberEntitlementSerializer(many=True, read_only=True, help_text="Only those in force now")
+    access_state = serializers.ChoiceField(
+        choices=ACCESS_STATES,
+        read_only=True,
+        help_text="What the membership amounts to now, for display; access itself follows the entitlements",
+    )
 
 
 class MeUpdateSerializer(serializers.Serializer[dict[str, Any]]):

@@ -269,3 +269,40 @@ class ConversionAttempt(TimeStampedModel):
 
     def __str__(self) -> str:
         return f"{self.get_offer_kind_display()} to {self.community_user} ({self.get_status_display()})"
+
+
+class CheckoutTwinSessionStatus(models.TextChoices):
+    OPEN = "open", "Open"
+    COMPLETE = "complete", "Complete"
+    EXPIRED = "expired", "Expired"
+
+
+class CheckoutTwinSession(TimeStampedModel):
+    """A checkout session of the local checkout twin, the stand-in for Stripe Checkout when no Stripe key is
+    configured (never in production). It keeps what Stripe keeps for a session, so paying it can replay the
+    same subscription the real webhook would deliver."""
+
+    id = models.CharField(primary_key=True, max_length=64, editable=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="checkout_twin_sessions"
+    )
+    price = models.ForeignKey(PlanPrice, on_delete=models.PROTECT, related_name="+")
+    status = models.CharField(
+        max_length=8, choices=CheckoutTwinSessionStatus.choices, default=CheckoutTwinSessionStatus.OPEN
+    )
+    trial_period_days = models.PositiveSmallIntegerField(null=True, blank=True)
+    customer = models.CharField(max_length=64, blank=True, help_text="The existing Stripe customer, if any")
+    customer_email = models.EmailField(blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    success_url = models.CharField(max_length=500)
+    cancel_url = models.CharField(max_length=500)
+    expires_at = models.DateTimeField()
+    completed_at = models.DateTimeField(null=True, blank=True)
+    stripe_subscription_id = models.CharField(max_length=64, blank=True)
+
+    class Meta:
+        db_table = "checkout_twin_sessions"
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.id} ({self.get_status_display()})"

@@ -9,6 +9,7 @@ from django.views.decorators.http import require_safe
 
 from apps.accounts.models import User
 from apps.portal import selectors
+from apps.portal.member_views import linked_identities_get, membership_get
 
 
 @require_safe
@@ -25,5 +26,9 @@ def home(request: HttpRequest) -> HttpResponse:
 def account(request: HttpRequest) -> HttpResponse:
     user = request.user
     assert isinstance(user, User)  # login_required guarantees a real user, not AnonymousUser
-    context = {"email_verified": selectors.user_primary_email_verified(user=user)}
+    context = {
+        "email_verified": selectors.user_primary_email_verified(user=user),
+        "membership": membership_get(user=user),
+        "linked_identities": [i for i in linked_identities_get(user=user) if i.linked_at],
+    }
     return render(request, "portal/account.html", context)

@@ -94,6 +94,7 @@ def test_member_without_community_subscription_or_entitlements(client: Client) -
         "community_identities": [],
         "subscription": None,
         "entitlements": [],
+        "access_state": "free",
     }
 
 
@@ -179,6 +180,7 @@ def test_member_with_community_subscription_and_entitlements(client: Client) -> 
                 "ends_at": _iso(period_end),
             },
         ],
+        "access_state": "active",
     }
 
 
@@ -196,6 +198,28 @@ def test_an_entitlement_stops_showing_the_moment_it_ends(client: Client) -> None
 
     assert [row["key"] for row in before] == ["portal.premium"]
     assert at_end == []
+
+
+@pytest.mark.parametrize(
+    ("status", "past_due_days", "expected"),
+    [
+        (SubscriptionStatus.TRIALING, None, "trialing"),
+        (SubscriptionStatus.PAST_DUE, 1, "past_due_grace"),
+        (SubscriptionStatus.PAST_DUE, 10, "past_due_expired"),
+        (SubscriptionStatus.CANCELED, None, "canceled"),
+    ],
+)
+def test_access_state_follows_the_membership(
+    client: Client, status: str, past_due_days: int | None, expected: str
+) -> None:
+    user = UserFactory.create()
+    past_due_since = timezone.now() - dt.timedelta(days=past_due_days) if past_due_days else None
+    SubscriptionFactory.create(
+        user=user, plan=PlanFactory.create(grace_days=3), status=status, past_due_since=past_due_since
+    )
+    client.force_login(user)
+
+    assert client.get(ME_URL).json()["access_state"] == expected
 
 
 def test_token_authentication(client: Client) -> None:
@@ -220,8 +244,9 @@ def test_query_count_does_not_grow_with_identities_or_entitlements(
     SubscriptionFactory.create_batch(rows, user=user)
     client.force_login(user)
 
-    # Session, user, user with community record, identities, latest subscription with plan, entitlements.
-    with django_assert_max_num_queries(6):
+    # Session, user, user with community record, identities, latest subscription with plan, entitlements, and
+    # the subscriptions the access state is read from.
+    with django_assert_max_num_queries(7):
         response = client.get(ME_URL)
 
     assert len(response.json()["community_identities"]) == rows
