@@ -1,8 +1,10 @@
-"""Suite-wide fixtures and the rule that CI never skips the real PostgreSQL and Redis tests."""
+"""Suite-wide fixtures and the rule that CI never skips the real PostgreSQL, Redis and browser tests."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
 
 import pytest
 from django.conf import settings
@@ -12,24 +14,39 @@ def _uses_postgres() -> bool:
     return settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
 
 
+def _browser_available() -> bool:
+    """Debian's headless Chromium with its chromedriver, and Selenium to drive them."""
+    return bool(
+        shutil.which("chromium") and shutil.which("chromedriver") and importlib.util.find_spec("selenium")
+    )
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     in_ci = bool(os.environ.get("CI"))
     for item in items:
-        for marker, available, variable in (
-            ("postgres", _uses_postgres(), "DATABASE_URL"),
-            ("redis", bool(settings.REDIS_URL), "REDIS_URL"),
+        for marker, available, needs, failure in (
+            ("postgres", _uses_postgres(), "DATABASE_URL", "_fail_missing_service"),
+            ("redis", bool(settings.REDIS_URL), "REDIS_URL", "_fail_missing_service"),
+            ("browser", _browser_available(), "chromium, chromedriver and selenium", "_fail_missing_browser"),
         ):
             if item.get_closest_marker(marker) and not available:
                 if in_ci:
                     # In CI a missing service is an error, never a skip.
-                    item.fixturenames.insert(0, "_fail_missing_service")  # type: ignore[attr-defined]
+                    item.fixturenames.insert(0, failure)  # type: ignore[attr-defined]
                 else:
-                    item.add_marker(pytest.mark.skip(reason=f"needs {variable}"))
+                    item.add_marker(pytest.mark.skip(reason=f"needs {needs}"))
 
 
 @pytest.fixture
 def _fail_missing_service(request: pytest.FixtureRequest) -> None:
     pytest.fail("CI must run this test against the real service; its URL variable is unset")
+
+
+@pytest.fixture
+def _fail_missing_browser(request: pytest.FixtureRequest) -> None:
+    pytest.fail(
+        "CI must run the browser tests: install chromium and chromium-driver (apt) and selenium (the dev extras)"
+    )
 
 
 @pytest.fixture(autouse=True)

@@ -9,6 +9,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 from rest_framework.routers import DefaultRouter
 
 from apps.accounts.api import MeView
+from apps.billing.api import KpiView
 from apps.content.api import ExclusiveContentViewSet, PublishedContentViewSet
 from apps.market.api import InsightViewSet
 
@@ -29,13 +30,14 @@ class ApiRouter(DefaultRouter):
         return self.APIRootView.as_view(api_root_dict=api_root_dict)
 
 
-router = ApiRouter(singletons={"me": "me"})
+router = ApiRouter(singletons={"me": "me", "kpis": "kpis"})
 router.register("insights", InsightViewSet, basename="insight")
 router.register("published-content", PublishedContentViewSet, basename="published-content")
 router.register("exclusive", ExclusiveContentViewSet, basename="exclusive-content")
 
 v1_urlpatterns: list[URLPattern | URLResolver] = [
     path("me/", MeView.as_view(), name="me"),
+    path("kpis/", KpiView.as_view(), name="kpis"),
     *router.urls,
 ]
 

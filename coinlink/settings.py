@@ -350,6 +350,18 @@ DISCORD_BOT_TOKEN = env.str("DISCORD_BOT_TOKEN", default="")
 DISCORD_API_BASE_URL = env.str("DISCORD_API_BASE_URL", default="")
 DISCORD_CHANNEL_ID = env.str("DISCORD_CHANNEL_ID", default="")
 DISCORD_WEBHOOK_URL = env.str("DISCORD_WEBHOOK_URL", default="")
+# The members' private channels, where the weekly report is announced; empty: not announced on that platform
+# (never in the public channel instead).
+TELEGRAM_MEMBERS_CHANNEL_ID = env.str("TELEGRAM_MEMBERS_CHANNEL_ID", default="")
+DISCORD_MEMBERS_CHANNEL_ID = env.str("DISCORD_MEMBERS_CHANNEL_ID", default="")
+if DISCORD_MEMBERS_CHANNEL_ID and not DISCORD_MEMBERS_CHANNEL_ID.isdigit():
+    raise ImproperlyConfigured("DISCORD_MEMBERS_CHANNEL_ID must be a numeric Discord channel id")
+for _members, _public in (
+    ("TELEGRAM_MEMBERS_CHANNEL_ID", "TELEGRAM_CHANNEL_ID"),
+    ("DISCORD_MEMBERS_CHANNEL_ID", "DISCORD_CHANNEL_ID"),
+):
+    if vars()[_members] and vars()[_members] == vars()[_public]:
+        raise ImproperlyConfigured(f"{_members} must be a private channel, not the public {_public}")
 
 if LLM_BACKEND not in {"templates", "anthropic"}:
     raise ImproperlyConfigured(f"LLM_BACKEND must be templates or anthropic, not {LLM_BACKEND!r}")

@@ -11,6 +11,7 @@ urlpatterns = [
     path("api/", include("coinlink.api_urls")),
     path("billing/", include("apps.billing.urls")),
     path("bots/", include("apps.bots.urls")),
+    path("dashboard/", include("apps.dashboard.urls")),
     path("health/", core_views.health, name="health"),
 ]
 

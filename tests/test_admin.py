@@ -56,6 +56,9 @@ from apps.billing.models import (
     CheckoutTwinSession,
     ConversionAttempt,
     Entitlement,
+    OnboardingStep,
+    OnboardingStepKey,
+    OnboardingStepStatus,
     Plan,
     PlanPrice,
     StripeEvent,
@@ -210,6 +213,14 @@ ROW_BUILDERS: dict[type[Model], Callable[[], Model]] = {
         platform="x", text="t", idempotency_key=f"k{next(_serial)}", external_id=f"outbox-x-{next(_serial)}"
     ),
     CheckoutTwinSession: _checkout_twin_session,
+    OnboardingStep: lambda: OnboardingStep.objects.create(
+        user=UserFactory.create(),
+        step=OnboardingStepKey.WELCOME,
+        status=OnboardingStepStatus.SENT,
+        channel="email",
+        sent_at=timezone.now(),
+        detail="emailed",
+    ),
     AccessGrant: lambda: AccessGrant.objects.create(
         platform="discord",
         resource="42",
@@ -417,6 +428,7 @@ READ_ONLY = [
     CircuitBreakerState,
     AccessGrant,
     TelegramUpdate,
+    OnboardingStep,
 ]
 
 

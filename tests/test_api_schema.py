@@ -45,6 +45,7 @@ def test_api_root_links_every_endpoint(client: Client) -> None:
         "insights": "http://testserver/api/v1/insights/",
         "published-content": "http://testserver/api/v1/published-content/",
         "exclusive": "http://testserver/api/v1/exclusive/",
+        "kpis": "http://testserver/api/v1/kpis/",
     }
 
 
@@ -67,6 +68,7 @@ def test_schema_documents_every_endpoint_and_method(client: Client) -> None:
         "/api/v1/me/": ["get", "patch"],
         "/api/v1/exclusive/": ["get"],
         "/api/v1/exclusive/{slug}/": ["get"],
+        "/api/v1/kpis/": ["get"],
     }
 
 

@@ -35,7 +35,7 @@ from apps.agents.services import (
     agent_run_enqueue,
     pipeline_run_start,
 )
-from apps.core.admin import ReadOnlyAdmin, SelectRelatedAdmin, preformatted, pretty_json
+from apps.core.admin import ReadOnlyAdmin, SelectRelatedAdmin, bulk_status_action, preformatted, pretty_json
 
 
 class AgentConfigForm(forms.ModelForm):
@@ -168,21 +168,19 @@ class AgentConfigAdmin(SelectRelatedAdmin):
             request, f"Queued {len(runs)} run{pluralize(len(runs))}: {', '.join(names)}.", messages.SUCCESS
         )
 
-    @admin.action(description="Pause selected agents (scheduled and pipeline runs)", permissions=["change"])
-    def pause(self, request: HttpRequest, queryset: QuerySet[AgentConfig]) -> None:
-        names = list(queryset.values_list("agent_name", flat=True))
-        paused = agent_config_pause(agent_names=names)
-        self.message_user(
-            request, f"Paused {paused} of {len(names)} selected agents; the rest were already paused."
-        )
+    pause = bulk_status_action(
+        description="Pause selected agents (scheduled and pipeline runs)",
+        change=lambda names, user: agent_config_pause(agent_names=names),
+        message="Paused {changed} of {selected} selected agents; the rest were already paused.",
+        field="agent_name",
+    )
 
-    @admin.action(description="Resume selected agents", permissions=["change"])
-    def resume(self, request: HttpRequest, queryset: QuerySet[AgentConfig]) -> None:
-        names = list(queryset.values_list("agent_name", flat=True))
-        resumed = agent_config_resume(agent_names=names)
-        self.message_user(
-            request, f"Resumed {resumed} of {len(names)} selected agents; the rest were not paused."
-        )
+    resume = bulk_status_action(
+        description="Resume selected agents",
+        change=lambda names, user: agent_config_resume(agent_names=names),
+        message="Resumed {changed} of {selected} selected agents; the rest were not paused.",
+        field="agent_name",
+    )
 
     @admin.action(description="Run a pipeline of the selected agents now", permissions=["change"])
     def run_pipeline_now(self, request: HttpRequest, queryset: QuerySet[AgentConfig]) -> None:

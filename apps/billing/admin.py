@@ -1,5 +1,6 @@
 """Money in the admin: plans with their prices, customers, subscriptions, the entitlement ledger, the offer
-funnel, and Stripe's events (read-only, but a failed one can be processed again)."""
+funnel, new members' onboarding steps (read-only), and Stripe's events (read-only, but a failed one can be
+processed again)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from apps.billing.models import (
     CheckoutTwinSession,
     ConversionAttempt,
     Entitlement,
+    OnboardingStep,
     Plan,
     PlanPrice,
     StripeEvent,
@@ -313,3 +315,16 @@ class CheckoutTwinSessionAdmin(ReadOnlyAdmin):
     search_fields = ("id", "user__email", "stripe_subscription_id")
     list_select_related = ("user", "price__plan")
     date_hierarchy = "created_at"
+
+
+@admin.register(OnboardingStep)
+class OnboardingStepAdmin(ReadOnlyAdmin):
+    """What the onboarding agent sent each new member, skipped (and why) or failed to send."""
+
+    list_display = ("user", "step", "status", "channel", "sent_at", "created_at")
+    list_filter = ("step", "status", "channel")
+    search_fields = ("user__email", "detail")
+    list_select_related = ("user",)
+    date_hierarchy = "created_at"
+    fields = ("user", "step", "status", "channel", "sent_at", "detail", "created_at")
+    readonly_fields = ("created_at",)

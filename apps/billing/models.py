@@ -306,3 +306,58 @@ class CheckoutTwinSession(TimeStampedModel):
 
     def __str__(self) -> str:
         return f"{self.id} ({self.get_status_display()})"
+
+
+class OnboardingStepKey(models.TextChoices):
+    WELCOME = "welcome", "Welcome"
+    LINK_ACCOUNTS = "link_accounts", "Link your accounts"
+    TELEGRAM_INVITE = "telegram_invite", "Your Telegram invite"
+    FIRST_EXCLUSIVE = "first_exclusive", "First exclusive piece"
+
+
+class OnboardingStepStatus(models.TextChoices):
+    PENDING = "pending", "Sending"
+    SENT = "sent", "Sent"
+    SKIPPED = "skipped", "Skipped"
+    FAILED = "failed", "Failed"
+
+
+class OnboardingChannel(models.TextChoices):
+    EMAIL = "email", "Email"
+    TELEGRAM = "telegram", "Telegram"
+    DISCORD = "discord", "Discord"
+
+
+class OnboardingStep(models.Model):
+    """One step of a new member's welcome sequence, at most once per member: the row is claimed (``pending``)
+    before anything is sent, so a step is never delivered twice, and settles as sent, skipped (its goal was
+    already met, with the reason) or failed (with the error)."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="onboarding_steps"
+    )
+    step = models.CharField(max_length=20, choices=OnboardingStepKey.choices)
+    status = models.CharField(
+        max_length=8, choices=OnboardingStepStatus.choices, default=OnboardingStepStatus.PENDING
+    )
+    channel = models.CharField(
+        max_length=8,
+        choices=OnboardingChannel.choices,
+        blank=True,
+        help_text="Where it reached the member: a direct message when one went out, else email",
+    )
+    sent_at = models.DateTimeField(null=True, blank=True)
+    detail = models.TextField(
+        blank=True, help_text="What was delivered where, why it was skipped, or the error"
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        db_table = "onboarding_steps"
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["user", "step"], name="onboarding_steps_once_per_member"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_step_display()} for {self.user} ({self.get_status_display()})"

@@ -6,14 +6,25 @@ Access decisions read the ledger alone (``user_has_entitlement``, ``user_entitle
 from __future__ import annotations
 
 import datetime as dt
+import uuid
+from collections.abc import Collection
 from typing import Literal
 
 from django.contrib.auth.models import AnonymousUser
-from django.db.models import Q, QuerySet
+from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from apps.accounts.models import User
-from apps.billing.models import Entitlement, Subscription, SubscriptionStatus
+from apps.billing.models import (
+    ConversionAttempt,
+    ConversionStatus,
+    Entitlement,
+    OnboardingStep,
+    Subscription,
+    SubscriptionStatus,
+    SyncStatus,
+)
+from apps.community.models import CommunityUser, ModerationStanding, PlatformIdentity
 
 MemberAccessState = Literal[
     "anonymous", "free", "trialing", "active", "past_due_grace", "past_due_expired", "canceled"
@@ -114,3 +125,120 @@ def member_access_state(
     if status in (SubscriptionStatus.CANCELED, SubscriptionStatus.PAUSED):
         return "canceled"
     return "free"
+
+
+# --- the offer funnel and onboarding -----------------------------------------------------------------------
+
+# The portal entitlement that makes someone a member: members are never offered membership.
+MEMBER_ENTITLEMENT = "portal.premium"
+# People we do not approach with offers: moderation has stepped in.
+_NOT_APPROACHABLE = (ModerationStanding.MUTED, ModerationStanding.BANNED)
+
+
+def conversion_candidates(
+    *, now: dt.datetime, min_score: float, cooldown_days: int, platforms: Collection[str]
+) -> QuerySet[CommunityUser]:
+    """People to offer membership, most engaged first (by the stored ``engagement_score``, so its index
+    serves the order): at least ``min_score``; not a member (no portal user holding ``portal.premium``); not
+    muted or banned; no bot account among their identities; not approached in the last ``cooldown_days``
+    (any attempt, failed ones too: someone whose direct messages are closed stays closed for a while); and
+    reachable: a person account on one of ``platforms``."""
+    cooldown_since = now - dt.timedelta(days=cooldown_days)
+    member = Entitlement.objects.filter(
+        _in_force(now), key=MEMBER_ENTITLEMENT, user_id=OuterRef("portal_user_id")
+    )
+    approached = ConversionAttempt.objects.filter(community_user_id=OuterRef("pk")).filter(
+        Q(sent_at__gte=cooldown_since) | Q(created_at__gte=cooldown_since)
+    )
+    identities = PlatformIdentity.objects.filter(community_user_id=OuterRef("pk"))
+    return (
+        CommunityUser.objects.filter(engagement_score__gte=min_score)
+        .exclude(standing__in=_NOT_APPROACHABLE)
+        .exclude(muted_until__gt=now)
+        .filter(Exists(identities.filter(platform__in=list(platforms), is_bot=False)))
+        .exclude(Exists(identities.filter(is_bot=True)))
+        .exclude(Exists(member))
+        .exclude(Exists(approached))
+        .order_by("-engagement_score", "pk")
+    )
+
+
+def reachable_identities(
+    *, community_user_ids: Collection[int], platforms: Collection[str]
+) -> dict[tuple[int, str], PlatformIdentity]:
+    """Each person's account per platform that a direct message can reach, preferring one they linked (proved
+    theirs) and then the most recently seen; one query."""
+    found: dict[tuple[int, str], PlatformIdentity] = {}
+    rows = PlatformIdentity.objects.filter(
+        community_user_id__in=list(community_user_ids), platform__in=list(platforms), is_bot=False
+    ).order_by(F("linked_at").desc(nulls_last=True), "-updated_at", "-pk")
+    for identity in rows:
+        found.setdefault((identity.community_user_id, identity.platform), identity)
+    return found
+
+
+def conversion_attempts_undelivered(*, since: dt.datetime) -> QuerySet[ConversionAttempt]:
+    """Offers written but not yet delivered (a platform failed transiently) since ``since``, oldest first."""
+    return (
+        ConversionAttempt.objects.filter(
+            status=ConversionStatus.SENT, sent_at__isnull=True, created_at__gte=since
+        )
+        .select_related("community_user")
+        .order_by("created_at", "pk")
+    )
+
+
+def conversion_attempt_get_by_token(*, token: str) -> ConversionAttempt | None:
+    """The offer behind a link, or None for an unknown or malformed token."""
+    try:
+        parsed = uuid.UUID(str(token))
+    except ValueError:
+        return None
+    return ConversionAttempt.objects.filter(token=parsed).first()
+
+
+def onboarding_members(*, since: dt.datetime) -> list[Subscription]:
+    """New members: whoever holds a trialing or active subscription created since ``since``, each once, with
+    their earliest such subscription (its ``created_at`` is when their membership started), user and plan
+    loaded."""
+    first: dict[int, Subscription] = {}
+    subscriptions = (
+        Subscription.objects.filter(
+            status__in=(SubscriptionStatus.TRIALING, SubscriptionStatus.ACTIVE), created_at__gte=since
+        )
+        .select_related("user", "plan")
+        .order_by("created_at", "pk")
+    )
+    for subscription in subscriptions:
+        first.setdefault(subscription.user_id, subscription)
+    return list(first.values())
+
+
+def onboarding_steps_done(*, user_ids: Collection[int]) -> dict[int, set[str]]:
+    """The onboarding steps already recorded (whatever their outcome) per member; one query."""
+    done: dict[int, set[str]] = {}
+    for user_id, step in OnboardingStep.objects.filter(user_id__in=list(user_ids)).values_list(
+        "user_id", "step"
+    ):
+        done.setdefault(user_id, set()).add(step)
+    return done
+
+
+def linked_identities(*, user: User, platforms: Collection[str]) -> dict[str, PlatformIdentity]:
+    """The member's accounts they proved are theirs, by platform (the first linked when there are several)."""
+    found: dict[str, PlatformIdentity] = {}
+    rows = PlatformIdentity.objects.filter(
+        community_user__portal_user=user, platform__in=list(platforms), linked_at__isnull=False, is_bot=False
+    ).order_by("linked_at", "pk")
+    for identity in rows:
+        found.setdefault(identity.platform, identity)
+    return found
+
+
+def entitlement_sync_unsettled(*, user: User, keys: Collection[str], now: dt.datetime | None = None) -> bool:
+    """Whether a platform sync of any of the member's ``keys`` in force is still to happen (pending or failed)."""
+    return (
+        Entitlement.objects.filter(_in_force(now or timezone.now()), user=user, key__in=list(keys))
+        .filter(sync_status__in=(SyncStatus.PENDING, SyncStatus.FAILED))
+        .exists()
+    )

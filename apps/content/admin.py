@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.db import models
-from django.db.models import Model, QuerySet
+from django.db.models import Model
 from django.http import HttpRequest
 from django.template.defaultfilters import truncatechars
 from django.utils.safestring import SafeString
 
-from apps.accounts.models import User
 from apps.content.models import ContentDraft, ContentPlan, ExclusiveContent, Media, PublishedContent
 from apps.content.services import (
     content_draft_approve,
@@ -18,7 +17,7 @@ from apps.content.services import (
     exclusive_content_archive,
     exclusive_content_publish,
 )
-from apps.core.admin import SelectRelatedAdmin, pretty_json
+from apps.core.admin import SelectRelatedAdmin, bulk_status_action, pretty_json
 
 
 class ContentDraftInline(admin.TabularInline):
@@ -122,36 +121,40 @@ class ContentDraftAdmin(SelectRelatedAdmin):
     def checks_pretty(self, obj: ContentDraft) -> SafeString:
         return pretty_json(obj.checks)
 
-    @admin.action(description="Approve selected drafts", permissions=["change"])
-    def approve(self, request: HttpRequest, queryset: QuerySet[ContentDraft]) -> None:
-        ids = list(queryset.values_list("pk", flat=True))
-        reviewer = request.user
-        assert isinstance(reviewer, User)  # the admin serves logged-in staff only
-        changed = content_draft_approve(draft_ids=ids, approved_by=reviewer)
-        self.message_user(
-            request, f"Approved {changed} of {len(ids)} selected drafts; only drafts pending review change."
-        )
+    approve = bulk_status_action(
+        description="Approve selected drafts",
+        change=lambda ids, user: content_draft_approve(draft_ids=ids, approved_by=user),
+        message="Approved {changed} of {selected} selected drafts; only drafts pending review change.",
+    )
 
-    @admin.action(description="Reject selected drafts", permissions=["change"])
-    def reject(self, request: HttpRequest, queryset: QuerySet[ContentDraft]) -> None:
-        ids = list(queryset.values_list("pk", flat=True))
-        changed = content_draft_reject(draft_ids=ids)
-        self.message_user(
-            request, f"Rejected {changed} of {len(ids)} selected drafts; only drafts pending review change."
-        )
+    reject = bulk_status_action(
+        description="Reject selected drafts",
+        change=lambda ids, user: content_draft_reject(draft_ids=ids),
+        message="Rejected {changed} of {selected} selected drafts; only drafts pending review change.",
+    )
 
 
 @admin.register(PublishedContent)
 class PublishedContentAdmin(SelectRelatedAdmin):
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
-    list_display = ("__str__", "platform", "format", "published_at", "engagement_rate", "metrics_updated_at")
-    list_filter = ("platform", "format")
+    list_display = (
+        "__str__",
+        "platform",
+        "format",
+        "audience",
+        "published_at",
+        "engagement_rate",
+        "metrics_updated_at",
+    )
+    list_filter = ("platform", "format", "audience")
     search_fields = ("text", "external_id", "url")
     date_hierarchy = "published_at"
-    autocomplete_fields = ("draft",)
+    autocomplete_fields = ("draft", "exclusive_content")
     fields = (
         "platform",
         "format",
+        "audience",
+        "exclusive_content",
         "external_id",
         "part_ids",
         "url",
@@ -189,21 +192,17 @@ class ExclusiveContentAdmin(SelectRelatedAdmin):
     readonly_fields = ("created_at", "updated_at")
     actions = ("publish", "archive")
 
-    @admin.action(description="Publish selected to the members' library", permissions=["change"])
-    def publish(self, request: HttpRequest, queryset: QuerySet[ExclusiveContent]) -> None:
-        ids = list(queryset.values_list("pk", flat=True))
-        changed = exclusive_content_publish(content_ids=ids)
-        self.message_user(
-            request, f"Published {changed} of {len(ids)} selected; the rest were already published."
-        )
+    publish = bulk_status_action(
+        description="Publish selected to the members' library",
+        change=lambda ids, user: exclusive_content_publish(content_ids=ids),
+        message="Published {changed} of {selected} selected; the rest were already published.",
+    )
 
-    @admin.action(description="Archive selected", permissions=["change"])
-    def archive(self, request: HttpRequest, queryset: QuerySet[ExclusiveContent]) -> None:
-        ids = list(queryset.values_list("pk", flat=True))
-        changed = exclusive_content_archive(content_ids=ids)
-        self.message_user(
-            request, f"Archived {changed} of {len(ids)} selected; the rest were already archived."
-        )
+    archive = bulk_status_action(
+        description="Archive selected",
+        change=lambda ids, user: exclusive_content_archive(content_ids=ids),
+        message="Archived {changed} of {selected} selected; the rest were already archived.",
+    )
 
 
 @admin.register(Media)

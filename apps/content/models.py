@@ -184,9 +184,30 @@ class ContentDraft(TimeStampedModel):
         return f"{self.get_platform_display()} draft: {self.body[:60]}"
 
 
+class Audience(models.TextChoices):
+    PUBLIC = "public", "Public"
+    MEMBERS = "members", "Members only"
+
+
 class PublishedContent(models.Model):
     draft = models.OneToOneField(
         ContentDraft, null=True, blank=True, on_delete=models.SET_NULL, related_name="published"
+    )
+    # Posts to the members' private channels are recorded here too (their metrics and replies are the
+    # platform's like any other), but they are never part of the public feeds.
+    audience = models.CharField(
+        max_length=8,
+        choices=Audience.choices,
+        default=Audience.PUBLIC,
+        help_text="Members-only posts went to the members' channels and never show in public lists",
+    )
+    exclusive_content = models.ForeignKey(
+        "content.ExclusiveContent",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="announcements",
+        help_text="The library piece this post announces",
     )
     platform = models.CharField(max_length=12, choices=Platform.choices)
     format = models.CharField(max_length=24, choices=ContentFormat.choices, default=ContentFormat.SINGLE_POST)
@@ -205,6 +226,12 @@ class PublishedContent(models.Model):
         verbose_name_plural = "published content"
         constraints = [
             models.UniqueConstraint(fields=["platform", "external_id"], name="published_content_natural_key"),
+            # A library piece is announced once per platform.
+            models.UniqueConstraint(
+                fields=["exclusive_content", "platform"],
+                condition=Q(exclusive_content__isnull=False),
+                name="published_content_one_announcement_per_platform",
+            ),
         ]
         indexes = [
             models.Index(fields=["platform", "-published_at"], name="published_recent"),

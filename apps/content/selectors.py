@@ -10,6 +10,7 @@ from typing import Any
 from django.db.models import Count, Prefetch, Q, QuerySet
 
 from apps.content.models import (
+    Audience,
     ContentDraft,
     ContentFormat,
     ContentPlan,
@@ -24,8 +25,9 @@ from apps.market.models import Insight, InsightStatus
 
 
 def published_content_list(*, platform: str | None = None) -> QuerySet[PublishedContent]:
-    """What went out on the platforms, newest first."""
-    posts = PublishedContent.objects.all()
+    """What went out publicly on the platforms, newest first. Posts to the members' private channels are
+    members' business and never listed here (nor anywhere public)."""
+    posts = PublishedContent.objects.filter(audience=Audience.PUBLIC)
     if platform is not None:
         posts = posts.filter(platform=platform)
     # The id breaks ties between posts published in the same instant, so pages never overlap.
@@ -213,9 +215,10 @@ def content_draft_list_unsettled(
 
 
 def published_content_count_since(*, since: dt.datetime) -> dict[str, int]:
-    """Posts published per platform since ``since``."""
+    """Public posts published per platform since ``since`` (what the daily caps count: an announcement in a
+    members' channel takes no public slot)."""
     rows = (
-        PublishedContent.objects.filter(published_at__gte=since)
+        PublishedContent.objects.filter(published_at__gte=since, audience=Audience.PUBLIC)
         .values("platform")
         .annotate(n=Count("id"))
         .values_list("platform", "n")
@@ -280,3 +283,29 @@ def insight_list_for_digest(*, since: dt.datetime, until: dt.datetime, limit: in
         if len(best) >= limit:
             break
     return list(best.values())
+
+
+# --- the weekly members' report -----------------------------------------------------------------------------
+
+
+def exclusive_content_get_for_period(*, kind: str, period_start: dt.date) -> ExclusiveContent | None:
+    """The periodic piece of this kind for the period, whatever its status."""
+    return ExclusiveContent.objects.filter(kind=kind, period_start=period_start).first()
+
+
+def insight_list_for_report(*, since: dt.datetime, until: dt.datetime, limit: int) -> list[Insight]:
+    """The period's insights, most confident first (at most ``limit``). Discarded ones were noise and never
+    make a report."""
+    return list(
+        Insight.objects.filter(detected_at__gte=since, detected_at__lt=until)
+        .exclude(status=InsightStatus.DISCARDED)
+        .only("id", "type", "symbol", "timeframe", "confidence", "headline", "evidence", "detected_at")
+        .order_by("-confidence", "-detected_at", "-id")[:limit]
+    )
+
+
+def exclusive_content_announced_platforms(*, content_id: int) -> set[str]:
+    """The platforms a library piece has already been announced on."""
+    return set(
+        PublishedContent.objects.filter(exclusive_content_id=content_id).values_list("platform", flat=True)
+    )

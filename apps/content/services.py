@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from apps.accounts.models import User
 from apps.content.models import (
+    Audience,
     ContentDraft,
     ContentFormat,
     ContentPlan,
@@ -62,6 +63,80 @@ def exclusive_content_archive(*, content_ids: Iterable[int]) -> int:
         .exclude(status=ExclusiveStatus.ARCHIVED)
         .update(status=ExclusiveStatus.ARCHIVED, updated_at=timezone.now())
     )
+
+
+@dataclass(frozen=True)
+class PeriodicPieceSpec:
+    """A periodic members' piece (the weekly market report), ready to go into the library."""
+
+    kind: str
+    period_start: dt.date
+    title: str
+    slug: str
+    summary: str
+    body: str
+    media_ids: Sequence[int]
+
+
+def exclusive_content_publish_periodic(
+    *, spec: PeriodicPieceSpec, now: dt.datetime
+) -> tuple[ExclusiveContent, bool]:
+    """Put the period's piece in the library, published, with its media; or, when the period already has
+    its piece (``exclusive_one_report_per_period`` decides a race), return that one untouched. The second
+    value says whether the piece was created now."""
+    existing = ExclusiveContent.objects.filter(kind=spec.kind, period_start=spec.period_start).first()
+    if existing is not None:
+        return existing, False
+    try:
+        with transaction.atomic():
+            piece = ExclusiveContent.objects.create(
+                kind=spec.kind,
+                period_start=spec.period_start,
+                title=spec.title[:200],
+                slug=spec.slug,
+                summary=spec.summary[:500],
+                body=spec.body,
+                status=ExclusiveStatus.PUBLISHED,
+                published_at=now,
+            )
+            if spec.media_ids:
+                piece.media.set(list(spec.media_ids))
+                # Attached to a members' piece, a file is members' only wherever else it turns up.
+                Media.objects.filter(pk__in=list(spec.media_ids), is_exclusive=False).update(
+                    is_exclusive=True, updated_at=now
+                )
+    except IntegrityError:
+        existing = ExclusiveContent.objects.filter(kind=spec.kind, period_start=spec.period_start).first()
+        if existing is None:
+            raise  # not the period's constraint (the slug is taken by another piece): the operator's to see
+        return existing, False
+    return piece, True
+
+
+def published_content_record_announcement(
+    *, content_id: int, platform: str, result: PublishResult, text: str, now: dt.datetime
+) -> PublishedContent:
+    """Record a library piece's announcement in the members' channel of a platform: members-only, so it
+    never shows in the public feeds. Recording the same post (or a second announcement of the piece on the
+    platform) returns the first row."""
+    try:
+        with transaction.atomic():
+            announcement, _ = PublishedContent.objects.get_or_create(
+                platform=platform,
+                external_id=result.external_id,
+                defaults={
+                    "audience": Audience.MEMBERS,
+                    "exclusive_content_id": content_id,
+                    "format": ContentFormat.SINGLE_POST,
+                    "part_ids": list(result.part_ids) or [result.external_id],
+                    "url": result.url,
+                    "text": text,
+                    "published_at": now,
+                },
+            )
+    except IntegrityError:
+        return PublishedContent.objects.get(exclusive_content_id=content_id, platform=platform)
+    return announcement
 
 
 # --- the content pipeline: plans ----------------------------------------------------------------------------
@@ -218,11 +293,16 @@ def content_draft_create(*, plan_id: int, spec: DraftSpec) -> ContentDraft | Non
 # --- media --------------------------------------------------------------------------------------------------
 
 
-def media_chart_store(*, png: bytes, width: int, height: int, alt_text: str, name: str) -> Media:
+def media_chart_store(
+    *, png: bytes, width: int, height: int, alt_text: str, name: str, exclusive: bool = False
+) -> Media:
     """Store a chart card, or return the stored one with the same bytes (charts are rendered
-    deterministically, so the same data never makes a second file)."""
+    deterministically, so the same data never makes a second file). An ``exclusive`` card is served to
+    entitled members only, and is never found again as a public one (nor the other way round)."""
     sha = hashlib.sha256(png).hexdigest()
-    existing = Media.objects.filter(kind=Media.Kind.CHART, sha256=sha).order_by("pk").first()
+    existing = (
+        Media.objects.filter(kind=Media.Kind.CHART, sha256=sha, is_exclusive=exclusive).order_by("pk").first()
+    )
     if existing is not None:
         return existing
     media = Media(
@@ -233,6 +313,7 @@ def media_chart_store(*, png: bytes, width: int, height: int, alt_text: str, nam
         size_bytes=len(png),
         sha256=sha,
         alt_text=alt_text[:300],
+        is_exclusive=exclusive,
     )
     media.file.save(name, ContentFile(png), save=False)
     media.save()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib import admin, messages
@@ -28,6 +29,26 @@ def pretty_json(value: Any) -> SafeString:
 
 def preformatted(text: str) -> SafeString:
     return format_html("<pre>{}</pre>", text)
+
+
+AdminAction = Callable[[admin.ModelAdmin, HttpRequest, QuerySet[Any]], None]
+
+
+def bulk_status_action(
+    *, description: str, change: Callable[[list[Any], Any], int], message: str, field: str = "pk"
+) -> AdminAction:
+    """An admin action that hands the selected rows (their ``field`` values, and the operator) to a service that
+    moves them from one status to the next, and says how many moved. The services change only rows in the
+    right state, so ``message`` (formatted with ``changed`` and ``selected``) tells the operator about the rest.
+    """
+
+    @admin.action(description=description, permissions=["change"])
+    def action(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        keys = list(queryset.values_list(field, flat=True))
+        changed = change(keys, request.user)
+        modeladmin.message_user(request, message.format(changed=changed, selected=len(keys)))
+
+    return action
 
 
 class SelectRelatedAdmin(admin.ModelAdmin):

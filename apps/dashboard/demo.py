@@ -2,48 +2,70 @@
 
 Everything is keyed by natural keys and generated from fixed seeds, so a second run finds every row in place
 and writes nothing. Times are anchored to the start of the current UTC day.
+
+Where the platform has a service for something, the seed goes through it rather than writing rows of its own,
+so the demo shows what the platform would have made: insights are what the analysis service finds in the
+seeded candles and sentiment, members' access is what the entitlement ledger grants for their subscriptions,
+and every agent has its configuration and schedule.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import random
-import statistics
 from collections import Counter
 from dataclasses import dataclass, field
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from apps.accounts.factories import UserFactory
 from apps.accounts.models import User
 from apps.agents.factories import PerformanceSnapshotFactory
-from apps.agents.models import PerformanceSnapshot
+from apps.agents.models import AgentConfig, PerformanceSnapshot
+from apps.agents.services import agent_config_sync
 from apps.billing.factories import PlanFactory, SubscriptionFactory
 from apps.billing.models import (
+    BillingCustomer,
     BillingInterval,
-    Entitlement,
-    EntitlementSource,
     Plan,
     PlanPrice,
     Subscription,
     SubscriptionStatus,
 )
+from apps.billing.services.entitlements import entitlements_sync_for_subscription
+from apps.billing.services.subscriptions import billing_customer_link
 from apps.community.factories import CommunityUserFactory, PlatformIdentityFactory, UserInteractionFactory
 from apps.community.models import CommunityUser, InteractionKind, PlatformIdentity, UserInteraction
+from apps.content import limits
 from apps.content.factories import ExclusiveContentFactory, PublishedContentFactory
 from apps.content.models import ContentFormat, ExclusiveContent, PublishedContent
 from apps.core.models import Platform
 from apps.experiments.models import ABTest, ABTestVariant, Assignment
 from apps.integrations.market_simulator import simulate_ohlcv
-from apps.market.factories import InsightFactory, MarketDataFactory, NewsArticleFactory, SentimentDataFactory
-from apps.market.models import Insight, InsightType, MarketData, NewsArticle, SentimentData
+from apps.market.agents import AnalysisAgent
+from apps.market.factories import MarketDataFactory, NewsArticleFactory, SentimentDataFactory
+from apps.market.models import Insight, MarketData, NewsArticle, SentimentData
+from apps.market.services import insights_detect
 from apps.moderation.factories import ModerationRuleFactory
 from apps.moderation.models import ModerationRule
 
 WATCHLIST = ("BTC/USDT", "ETH/USDT", "SOL/USDT", "XRP/USDT", "DOGE/USDT")
 DEMO_EXCHANGE = "simulated"
+DEMO_TIMEFRAME = "1h"
 HISTORY_DAYS = 30
+# The analysis is replayed hour by hour over this many hours before the anchor, as its hourly runs would have.
+INSIGHT_REPLAY_HOURS = 24
+# Posts of the most recent insights, spread over X, Telegram and Discord.
+DEMO_POSTS = 15
+# How long after an insight its post went out.
+POST_DELAY = dt.timedelta(minutes=25)
+# Entitlement keys of the demo plans: made-up ids in the shapes the ledger accepts (a Discord role is a
+# snowflake, a Telegram channel an @username), so the access twin can carry them like real ones.
+DEMO_DISCORD_MEMBERS_ROLE = "discord.role:1300000000000000001"
+DEMO_DISCORD_ELITE_ROLE = "discord.role:1300000000000000002"
+DEMO_TELEGRAM_CHANNEL = "telegram.channel:@coinlink_demo_vip"
 COMMUNITY_SIZE = 300
 DEMO_MEMBER_EMAIL = "member@coinlink.local"
 DEMO_MEMBER_PASSWORD = "coinlink-member"  # noqa: S105 - a published demo credential, development only
@@ -118,6 +140,8 @@ def seed_demo(*, anchor: dt.datetime | None = None) -> SeedReport:
         _seed_experiment(posts, report)
         _seed_moderation(report)
         _seed_snapshots(anchor, report)
+        # Every agent in the admin with its schedule from the start, not only once beat first runs.
+        report.add(AgentConfig._meta.db_table, len(agent_config_sync()))
     return report
 
 
@@ -130,7 +154,7 @@ def _seed_plans(report: SeedReport) -> dict[str, Plan]:
             7,
             2900,
             29000,
-            ["portal.premium", "discord.role:demo-members", "telegram.channel:demo-vip"],
+            ["portal.premium", DEMO_DISCORD_MEMBERS_ROLE, DEMO_TELEGRAM_CHANNEL],
         ),
         (
             "elite",
@@ -142,9 +166,9 @@ def _seed_plans(report: SeedReport) -> dict[str, Plan]:
             [
                 "portal.premium",
                 "portal.elite",
-                "discord.role:demo-members",
-                "discord.role:demo-elite",
-                "telegram.channel:demo-vip",
+                DEMO_DISCORD_MEMBERS_ROLE,
+                DEMO_DISCORD_ELITE_ROLE,
+                DEMO_TELEGRAM_CHANNEL,
             ],
         ),
     ]
@@ -176,12 +200,12 @@ def _seed_plans(report: SeedReport) -> dict[str, Plan]:
 def _seed_market(anchor: dt.datetime, report: SeedReport) -> None:
     candles = []
     for symbol in WATCHLIST:
-        for c in simulate_ohlcv(symbol, "1h", anchor, HISTORY_DAYS * 24):
+        for c in simulate_ohlcv(symbol, DEMO_TIMEFRAME, anchor, HISTORY_DAYS * 24):
             candles.append(
                 MarketDataFactory.build(
                     exchange=DEMO_EXCHANGE,
                     symbol=symbol,
-                    timeframe="1h",
+                    timeframe=DEMO_TIMEFRAME,
                     ts=c.ts,
                     open=c.open,
                     high=c.high,
@@ -235,77 +259,62 @@ def _seed_market(anchor: dt.datetime, report: SeedReport) -> None:
 
 
 def _seed_insights(anchor: dt.datetime, report: SeedReport) -> list[Insight]:
-    """Insights computed from the seeded candles, so every number shown is one the data supports."""
-    insights = []
-    for symbol in WATCHLIST:
-        closes = list(
-            MarketData.objects.filter(exchange=DEMO_EXCHANGE, symbol=symbol, timeframe="1h", ts__lt=anchor)
-            .order_by("-ts")
-            .values_list("close", "volume")[:72]
+    """What the hourly analysis would have found over the day up to the anchor: the analysis service, with the
+    agent's default parameters, run on the seeded candles and sentiment at each hour. Its cooldown keeps a
+    signal from being reported twice, so a second run finds every one already there and creates nothing."""
+    params = AnalysisAgent.default_parameters
+    since = anchor - dt.timedelta(hours=INSIGHT_REPLAY_HOURS)
+    for hours_before in range(INSIGHT_REPLAY_HOURS, -1, -1):
+        created = insights_detect(
+            now=anchor - dt.timedelta(hours=hours_before),
+            symbols=list(WATCHLIST),
+            timeframe=DEMO_TIMEFRAME,
+            min_confidence=params["min_confidence"],
+            cooldown_hours=params["cooldown_hours"],
         )
-        if len(closes) < 72:
-            continue
-        last_close, last_volume = closes[0]
-        change_24h = (last_close / closes[24][0] - 1) * 100
-        volumes = [v for _, v in closes[1:]]
-        z = (last_volume - statistics.fmean(volumes)) / (statistics.pstdev(volumes) or 1.0)
-        coin = symbol.split("/")[0]
-        insight_type = InsightType.PRICE_MOVE if abs(change_24h) >= abs(z) else InsightType.VOLUME_SPIKE
-        evidence = {
-            "close": round(last_close, 6),
-            "change_24h_pct": round(change_24h, 2),
-            "volume_zscore": round(z, 2),
-            "window_hours": 72,
-        }
-        if insight_type == InsightType.PRICE_MOVE:
-            headline = f"{coin} {'up' if change_24h >= 0 else 'down'} {abs(change_24h):.1f}% in 24h"
-            confidence = min(0.95, 0.4 + abs(change_24h) / 20)
-        else:
-            headline = f"{coin} volume {z:.1f}σ above its 3-day mean"
-            confidence = min(0.95, 0.4 + abs(z) / 10)
-        insight, created = Insight.objects.get_or_create(
-            symbol=symbol,
-            type=insight_type,
-            detected_at=anchor,
-            defaults={
-                **{k: v for k, v in InsightFactory.build().__dict__.items() if k in {"status"}},
-                "timeframe": "1h",
-                "confidence": round(confidence, 3),
-                "headline": headline,
-                "evidence": evidence,
-            },
-        )
-        report.add("insights", int(created))
-        insights.append(insight)
-    return insights
+        report.add(Insight._meta.db_table, len(created))
+    return list(
+        Insight.objects.filter(
+            symbol__in=WATCHLIST, detected_at__gte=since, detected_at__lte=anchor
+        ).order_by("detected_at", "id")
+    )
 
 
 def _seed_published(
     anchor: dt.datetime, insights: list[Insight], report: SeedReport
 ) -> list[PublishedContent]:
+    """Posts of the most recent insights that went out before the anchor, outside the quiet hours."""
     rng = random.Random(5)  # noqa: S311 - demo data
+    quiet = limits.quiet_hours()
+    postable = [
+        insight
+        for insight in insights
+        if insight.detected_at + POST_DELAY < anchor and (insight.detected_at + POST_DELAY).hour not in quiet
+    ]
     rows = []
     platforms = (Platform.X, Platform.TELEGRAM, Platform.DISCORD)
-    for i, insight in enumerate(insights * 3):
+    day = f"{anchor:%Y%m%d}"
+    for i, insight in enumerate(postable[-DEMO_POSTS:]):
         platform = platforms[i % 3]
         coin = insight.symbol.split("/")[0]
         impressions = rng.randint(800, 12000)
         likes, reposts, replies = rng.randint(10, 400), rng.randint(0, 80), rng.randint(0, 40)
-        external_id = f"demo-{platform}-{i}"
+        published_at = insight.detected_at + POST_DELAY
         url = {
-            Platform.X: f"https://x.com/coinlink/status/{1_800_000_000_000_000_000 + i}",
-            Platform.TELEGRAM: f"https://t.me/coinlink_demo/{100 + i}",
+            Platform.X: f"https://x.com/coinlink/status/{1_800_000_000_000_000_000 + int(published_at.timestamp())}",
+            Platform.TELEGRAM: f"https://t.me/coinlink_demo/{day}{i:02d}",
             Platform.DISCORD: "",
         }[platform]
+        close = insight.evidence.get("close")
+        price = f" ${coin} last at {close:,}." if close is not None else ""
         rows.append(
             PublishedContentFactory.build(
                 platform=platform,
                 format=ContentFormat.SINGLE_POST if platform == Platform.X else ContentFormat.LONG_POST,
-                external_id=external_id,
+                external_id=f"demo-{platform}-{day}-{i}",
                 url=url,
-                text=f"{insight.headline}. ${coin} last at {insight.evidence['close']:,} "
-                f"(24h {insight.evidence['change_24h_pct']:+.2f}%). Not financial advice.",
-                published_at=anchor - dt.timedelta(hours=6 * i + 1),
+                text=f"{insight.headline}.{price} {settings.POST_DISCLAIMER}".strip(),
+                published_at=published_at,
                 metrics={"impressions": impressions, "likes": likes, "reposts": reposts, "replies": replies},
                 engagement_rate=round((likes + reposts + replies) / impressions, 4),
             )
@@ -398,28 +407,68 @@ def _seed_community(anchor: dt.datetime, posts: list[PublishedContent], report: 
     _bulk_insert(UserInteraction, interactions, report)
 
 
+# A dozen portal members in every subscription state: (status, set to cancel at the period end).
+_MEMBER_STATES = (
+    (SubscriptionStatus.ACTIVE, False),
+    (SubscriptionStatus.ACTIVE, False),
+    (SubscriptionStatus.ACTIVE, False),
+    (SubscriptionStatus.ACTIVE, False),
+    (SubscriptionStatus.ACTIVE, False),
+    (SubscriptionStatus.TRIALING, False),
+    (SubscriptionStatus.TRIALING, False),
+    (SubscriptionStatus.PAST_DUE, False),
+    (SubscriptionStatus.CANCELED, False),
+    (SubscriptionStatus.ACTIVE, False),
+    (SubscriptionStatus.ACTIVE, True),
+    (SubscriptionStatus.UNPAID, False),
+)
+
+
+def _subscription_terms(i: int, status: str, anchor: dt.datetime, plan: Plan) -> dict[str, object]:
+    """The billing period and dates Stripe would report for the i-th member's subscription at the anchor."""
+    day = dt.timedelta(days=1)
+    if status == SubscriptionStatus.TRIALING:
+        trial_start = anchor - (1 + i % 5) * day
+        trial_end = trial_start + (plan.trial_days or 7) * day
+        return {"current_period_start": trial_start, "current_period_end": trial_end, "trial_end": trial_end}
+    if status == SubscriptionStatus.PAST_DUE:
+        # The renewal's payment failed yesterday: Stripe has opened the new period and retries the card.
+        return {
+            "current_period_start": anchor - day,
+            "current_period_end": anchor + 29 * day,
+            "past_due_since": anchor - day,
+        }
+    if status == SubscriptionStatus.UNPAID:
+        # Stripe gave up retrying: long past the plan's grace.
+        return {
+            "current_period_start": anchor - 20 * day,
+            "current_period_end": anchor + 10 * day,
+            "past_due_since": anchor - 20 * day,
+        }
+    if status == SubscriptionStatus.CANCELED:
+        # Cancelled a week ago to end with the period, which ended two days ago.
+        return {
+            "current_period_start": anchor - 32 * day,
+            "current_period_end": anchor - 2 * day,
+            "canceled_at": anchor - 9 * day,
+            "ended_at": anchor - 2 * day,
+        }
+    # Monthly renewals since the member joined; the current period holds the anchor.
+    start = anchor - (5 + 7 * i) * day
+    period_start = start + 30 * ((anchor - start).days // 30) * day
+    return {"current_period_start": period_start, "current_period_end": period_start + 30 * day}
+
+
 def _seed_members(anchor: dt.datetime, plans: dict[str, Plan], report: SeedReport) -> None:
-    """A dozen portal members in every subscription state, each linked to a community user."""
-    states = [
-        SubscriptionStatus.ACTIVE,
-        SubscriptionStatus.ACTIVE,
-        SubscriptionStatus.ACTIVE,
-        SubscriptionStatus.ACTIVE,
-        SubscriptionStatus.ACTIVE,
-        SubscriptionStatus.TRIALING,
-        SubscriptionStatus.TRIALING,
-        SubscriptionStatus.PAST_DUE,
-        SubscriptionStatus.CANCELED,
-        SubscriptionStatus.ACTIVE,
-        SubscriptionStatus.ACTIVE,
-        SubscriptionStatus.UNPAID,
-    ]
+    """Portal members, each linked to a community user, paying through a billing customer; their access is
+    whatever the entitlement ledger grants for their subscription's state at the anchor (past-due members
+    keep the plan's grace keys for its grace days; canceled and unpaid ones get nothing)."""
     linkable = list(
         CommunityUser.objects.filter(portal_user__isnull=True, identities__external_id__startswith="demo-")
         .order_by("id")
-        .distinct()[: len(states)]
+        .distinct()[: len(_MEMBER_STATES)]
     )
-    for i, status in enumerate(states):
+    for i, (status, cancel_at_period_end) in enumerate(_MEMBER_STATES):
         email = DEMO_MEMBER_EMAIL if i == 0 else f"demo-member-{i}@coinlink.local"
         user = User.objects.filter(email=email).first()
         existed = user is not None
@@ -430,52 +479,30 @@ def _seed_members(anchor: dt.datetime, plans: dict[str, Plan], report: SeedRepor
                 display_name=f"Demo member {i}",
                 password=DEMO_MEMBER_PASSWORD if i == 0 else None,
             )
-            report.add("users", 1)
+            report.add(User._meta.db_table, 1)
         if not existed and i < len(linkable):
             CommunityUser.objects.filter(pk=linkable[i].pk).update(portal_user=user)
+        customer_id = f"cus_demo{i:010d}"
+        if not BillingCustomer.objects.filter(user=user).exists():
+            billing_customer_link(user=user, stripe_customer_id=customer_id)
+            report.add(BillingCustomer._meta.db_table, 1)
         plan = plans["elite" if i % 5 == 4 else "pro"]
         sub_id = f"sub_demo{i:010d}"
         subscription = Subscription.objects.filter(stripe_subscription_id=sub_id).first()
         if subscription is None:
-            start = anchor - dt.timedelta(days=5 + 7 * i)
-            period_start = start + dt.timedelta(days=30 * ((anchor - start).days // 30))
             subscription = SubscriptionFactory.create(
                 user=user,
                 plan=plan,
-                price=plan.prices.get(interval=BillingInterval.MONTH),
+                price=plan.prices.get(interval=BillingInterval.MONTH, is_active=True),
                 stripe_subscription_id=sub_id,
-                stripe_customer_id=f"cus_demo{i:010d}",
+                stripe_customer_id=customer_id,
                 status=status,
-                current_period_start=period_start,
-                current_period_end=period_start + dt.timedelta(days=30),
-                trial_end=period_start + dt.timedelta(days=7)
-                if status == SubscriptionStatus.TRIALING
-                else None,
-                canceled_at=anchor - dt.timedelta(days=2) if status == SubscriptionStatus.CANCELED else None,
-                ended_at=anchor - dt.timedelta(days=2) if status == SubscriptionStatus.CANCELED else None,
-                past_due_since=anchor - dt.timedelta(days=1)
-                if status == SubscriptionStatus.PAST_DUE
-                else None,
+                cancel_at_period_end=cancel_at_period_end,
+                **_subscription_terms(i, status, anchor, plan),
             )
-            report.add("subscriptions", 1)
-        if status in (SubscriptionStatus.ACTIVE, SubscriptionStatus.TRIALING, SubscriptionStatus.PAST_DUE):
-            source = (
-                EntitlementSource.TRIAL
-                if status == SubscriptionStatus.TRIALING
-                else EntitlementSource.SUBSCRIPTION
-            )
-            for key in plan.entitlement_keys:
-                _, created = Entitlement.objects.get_or_create(
-                    user=user,
-                    key=key,
-                    subscription=subscription,
-                    source=source,
-                    defaults={
-                        "starts_at": subscription.current_period_start or anchor,
-                        "ends_at": subscription.current_period_end,
-                    },
-                )
-                report.add("entitlements", int(created))
+            report.add(Subscription._meta.db_table, 1)
+        changes = entitlements_sync_for_subscription(subscription=subscription, now=anchor)
+        report.add("entitlements", sum(1 for change in changes if change.action == "granted"))
 
 
 def _seed_exclusive(anchor: dt.datetime, report: SeedReport) -> None:

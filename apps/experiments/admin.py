@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.db.models import QuerySet
-from django.http import HttpRequest
 from django.utils.safestring import SafeString
 
-from apps.core.admin import SelectRelatedAdmin, pretty_json
+from apps.core.admin import SelectRelatedAdmin, bulk_status_action, pretty_json
 from apps.experiments.models import ABTest, ABTestVariant, Assignment
 from apps.experiments.services import ab_test_pause, ab_test_resume
 
@@ -51,21 +49,17 @@ class ABTestAdmin(SelectRelatedAdmin):
     def result_pretty(self, obj: ABTest) -> SafeString:
         return pretty_json(obj.result)
 
-    @admin.action(description="Pause selected running tests", permissions=["change"])
-    def pause(self, request: HttpRequest, queryset: QuerySet[ABTest]) -> None:
-        ids = list(queryset.values_list("pk", flat=True))
-        changed = ab_test_pause(test_ids=ids)
-        self.message_user(
-            request, f"Paused {changed} of {len(ids)} selected tests; only running tests pause."
-        )
+    pause = bulk_status_action(
+        description="Pause selected running tests",
+        change=lambda ids, user: ab_test_pause(test_ids=ids),
+        message="Paused {changed} of {selected} selected tests; only running tests pause.",
+    )
 
-    @admin.action(description="Resume selected paused tests", permissions=["change"])
-    def resume(self, request: HttpRequest, queryset: QuerySet[ABTest]) -> None:
-        ids = list(queryset.values_list("pk", flat=True))
-        changed = ab_test_resume(test_ids=ids)
-        self.message_user(
-            request, f"Resumed {changed} of {len(ids)} selected tests; only paused tests resume."
-        )
+    resume = bulk_status_action(
+        description="Resume selected paused tests",
+        change=lambda ids, user: ab_test_resume(test_ids=ids),
+        message="Resumed {changed} of {selected} selected tests; only paused tests resume.",
+    )
 
 
 @admin.register(ABTestVariant)

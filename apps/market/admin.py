@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.db import models
-from django.db.models import QuerySet
-from django.http import HttpRequest
 from django.utils.safestring import SafeString
 
-from apps.core.admin import ReadOnlyAdmin, SelectRelatedAdmin, pretty_json
+from apps.core.admin import ReadOnlyAdmin, SelectRelatedAdmin, bulk_status_action, pretty_json
 from apps.market.models import Insight, MarketData, NewsArticle, SentimentData
 from apps.market.services import insight_discard
 
@@ -70,11 +68,8 @@ class InsightAdmin(SelectRelatedAdmin):
     def evidence_pretty(self, obj: Insight) -> SafeString:
         return pretty_json(obj.evidence)
 
-    @admin.action(description="Discard selected new insights", permissions=["change"])
-    def discard(self, request: HttpRequest, queryset: QuerySet[Insight]) -> None:
-        ids = list(queryset.values_list("pk", flat=True))
-        changed = insight_discard(insight_ids=ids)
-        self.message_user(
-            request,
-            f"Discarded {changed} of {len(ids)} selected insights; only new insights can be discarded.",
-        )
+    discard = bulk_status_action(
+        description="Discard selected new insights",
+        change=lambda ids, user: insight_discard(insight_ids=ids),
+        message="Discarded {changed} of {selected} selected insights; only new insights can be discarded.",
+    )

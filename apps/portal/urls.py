@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.urls import path
 
-from apps.portal import billing_views, member_views, views
+from apps.portal import billing_views, member_views, offer_views, views
 
 app_name = "portal"
 
@@ -21,6 +21,7 @@ urlpatterns = [
     path("billing/success/", billing_views.checkout_success, name="checkout_success"),
     path("billing/cancel/", billing_views.checkout_cancel, name="checkout_cancel"),
     path("account/billing-portal/", billing_views.billing_portal, name="billing_portal"),
+    path("o/<uuid:token>/", offer_views.offer_click, name="offer_click"),
 ]
 
 if not settings.PRODUCTION:

@@ -245,6 +245,13 @@ class DiscordPublisher:
         for index, part in enumerate(parts):
             validate(part, embeds if index == 0 else [])
         if self.webhook_url and not self.bot_token:
+            if post.channel:
+                # A webhook can only post to its own channel: sending a DM or a members-only post there would
+                # put it in front of the wrong audience.
+                raise PermanentError(
+                    f"a Discord webhook cannot post to {post.channel!r}; configure a bot token for that",
+                    service="discord",
+                )
             return self._publish_webhook(parts, embeds, post)
         return self._publish_bot(parts, embeds, post)
 

@@ -379,3 +379,21 @@ def test_a_webhook_posts_without_a_bot(httpserver: HTTPServer, clock: Clock) -> 
     assert "nonce" not in body  # webhooks take none
     assert publisher.fetch_inbound(since=None) == []
     assert publisher.fetch_metrics(["1300000000000000020"]) == []
+
+
+@pytest.mark.parametrize("channel", ["dm:1234567890", "1300000000000000099"])
+def test_a_webhook_refuses_any_other_channel(httpserver: HTTPServer, clock: Clock, channel: str) -> None:
+    publisher = _publisher(
+        httpserver,
+        clock,
+        bot_token="",
+        channel_id="",
+        webhook_url=f"https://discord.com/api/webhooks/{WEBHOOK_ID}/{WEBHOOK_TOKEN}",
+    )
+
+    with pytest.raises(PermanentError, match="cannot post to"):
+        publisher.publish(
+            OutboundPost(platform="discord", text="members only", idempotency_key="m", channel=channel)
+        )
+
+    assert httpserver.log == []

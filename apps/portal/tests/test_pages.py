@@ -163,3 +163,29 @@ def test_account_marks_a_confirmed_email_as_verified(client: Client) -> None:
 
     assert "Verified" in html
     assert "Not verified" not in html
+
+
+@pytest.mark.django_db
+def test_account_shows_a_waiting_telegram_invite(client: Client) -> None:
+    from apps.billing.factories import EntitlementFactory
+    from apps.billing.services.access_sync import _INVITE_KEY, TelegramInvite, _invite_store
+
+    user = UserFactory.create()
+    EntitlementFactory.create(user=user, key="telegram.channel:-1001234567890")
+    _invite_store(
+        _INVITE_KEY.format(user_id=user.pk, chat_id="-1001234567890"),
+        TelegramInvite(
+            chat_id="-1001234567890",
+            url="https://t.me/+single-use-invite",
+            expires_at=timezone.now() + dt.timedelta(hours=12),
+        ),
+    )
+    client.force_login(user)
+
+    page = client.get("/account/").content.decode()
+
+    assert 'href="https://t.me/+single-use-invite"' in page
+
+    other = UserFactory.create()
+    client.force_login(other)
+    assert "t.me/+single-use-invite" not in client.get("/account/").content.decode()
