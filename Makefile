@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install run serve test lint format typecheck clean
+.PHONY: install run serve test lint format typecheck clean bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,7 @@ run: install
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py seed_demo
 	$(BIN)/python manage.py ensure_dev_operator
-	$(BIN)/python manage.py runserver $(HOST):$(PORT)
+	AGENT_PIPELINE_SCHEDULE="$${AGENT_PIPELINE_SCHEDULE-*/30 * * * *}" $(BIN)/python manage.py runserver $(HOST):$(PORT)
 
 ## Serve without the set-up steps.
 serve: install
@@ -42,6 +42,14 @@ format: install
 
 typecheck: install
 	$(BIN)/mypy apps coinlink
+
+## Benchmarks (bench/README.md): a pipeline cycle, Stripe webhooks through daphne, conversion scoring, each
+## against a baseline run in the same process; on a throwaway SQLite database, or PostgreSQL when
+## BENCH_DATABASE_URL is set. About ten minutes on two cores; `python bench/<name>.py --quick` for a first look.
+bench: install
+	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/webhooks.py
+	$(BIN)/python bench/conversion.py
 
 clean:
 	rm -rf $(VENV) db.sqlite3 db.sqlite3-* var .pytest_cache .ruff_cache .mypy_cache
