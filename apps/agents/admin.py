@@ -8,7 +8,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import Model, OuterRef, QuerySet, Subquery
+from django.db.models import OuterRef, QuerySet, Subquery
 from django.http import HttpRequest, HttpResponse
 from django.template.defaultfilters import pluralize, truncatechars
 from django.urls import reverse
@@ -35,7 +35,14 @@ from apps.agents.services import (
     agent_run_enqueue,
     pipeline_run_start,
 )
-from apps.core.admin import ReadOnlyAdmin, SelectRelatedAdmin, bulk_status_action, preformatted, pretty_json
+from apps.core.admin import (
+    ReadOnlyAdmin,
+    ReadOnlyTabularInline,
+    SelectRelatedAdmin,
+    bulk_status_action,
+    preformatted,
+    pretty_json,
+)
 
 
 class AgentConfigForm(forms.ModelForm):
@@ -201,19 +208,9 @@ class AgentConfigAdmin(SelectRelatedAdmin):
         )
 
 
-class AgentRunInline(admin.TabularInline):
+class AgentRunInline(ReadOnlyTabularInline):
     model = AgentRun
     fields = ("agent_name", "status", "attempt", "started_at", "finished_at", "duration_ms")
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-    show_change_link = True
-
-    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        return False
 
 
 @admin.register(PipelineRun)

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.db import models
-from django.db.models import Model
-from django.http import HttpRequest
 from django.template.defaultfilters import truncatechars
 from django.utils.safestring import SafeString
 
@@ -17,22 +15,12 @@ from apps.content.services import (
     exclusive_content_archive,
     exclusive_content_publish,
 )
-from apps.core.admin import SelectRelatedAdmin, bulk_status_action, pretty_json
+from apps.core.admin import ReadOnlyTabularInline, SelectRelatedAdmin, bulk_status_action, pretty_json
 
 
-class ContentDraftInline(admin.TabularInline):
+class ContentDraftInline(ReadOnlyTabularInline):
     model = ContentDraft
     fields = ("status", "platform", "format", "generator", "excerpt", "created_at")
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-    show_change_link = True
-
-    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        return False
 
     @admin.display(description="body")
     def excerpt(self, obj: ContentDraft) -> str:

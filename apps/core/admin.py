@@ -51,6 +51,24 @@ def bulk_status_action(
     return action
 
 
+class ReadOnlyTabularInline(admin.TabularInline):
+    """Child rows shown on their parent for reading (a pipeline's runs, a plan's drafts), each linking to its
+    own page; ``readonly_fields`` follows ``fields``."""
+
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Model | None = None) -> tuple[str, ...]:
+        return tuple(self.fields or ())
+
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+
 class SelectRelatedAdmin(admin.ModelAdmin):
     """Loads ``list_select_related`` with every row this admin reads, not only the changelist's: the
     autocomplete endpoint renders each result with ``__str__``, and several of those cross foreign keys.
