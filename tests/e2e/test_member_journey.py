@@ -151,11 +151,13 @@ def test_member_signs_up_pays_reads_and_loses_access_when_the_period_ends(
         By.XPATH,
         "//form[@action='/plans/pro/checkout/'][.//input[@name='interval' and @value='month']]//button",
     ).click()
-    assert "/billing/twin/checkout/cs_twin_" in browser.current_url
+    # A click only dispatches the form's POST: wait for the browser to land on the next page.
+    _wait_for_url(browser, "/billing/twin/checkout/cs_twin_")
     assert "Subscribe to Pro" in browser.find_element(By.TAG_NAME, "h1").text
     browser.find_element(By.XPATH, "//button[normalize-space()='Pay (test)']").click()
 
     # Back on the success page, with access.
+    _wait_for_url(browser, "/billing/success/?session_id=cs_twin_")
     assert browser.current_url.startswith(f"{live_server.url}/billing/success/?session_id=cs_twin_")
     assert "Your Pro membership is active." in browser.find_element(By.CLASS_NAME, "checkout-result").text
     subscription = Subscription.objects.select_related("plan", "price").get(user__email=EMAIL)
@@ -164,6 +166,7 @@ def test_member_signs_up_pays_reads_and_loses_access_when_the_period_ends(
     # The library, and the piece in full.
     browser.find_element(By.LINK_TEXT, "Open the members' library").click()
     browser.find_element(By.LINK_TEXT, piece.title).click()
+    _wait_for_url(browser, f"/library/{piece.slug}/")
     assert browser.current_url == piece_url
     assert BODY in browser.find_element(By.CLASS_NAME, "library-piece__body").text
     assert _status_of(browser, piece_url) == 200
@@ -208,3 +211,9 @@ def test_member_signs_up_pays_reads_and_loses_access_when_the_period_ends(
         # Still signed in: the ledger refused them, not an expired session.
         browser.find_element(By.XPATH, "//button[normalize-space()='Log out']")
         browser.save_screenshot(str(tmp_path / "library-piece-refused.png"))
+
+
+def _wait_for_url(browser: Any, fragment: str, timeout: float = 15.0) -> None:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(browser, timeout).until(lambda driver: fragment in driver.current_url)
