@@ -7,7 +7,7 @@ A fresh database (see ``bench/_common.py``) gets two plans with Stripe prices an
 is synced once, as in steady state. A fake Stripe API (``http.server`` in a thread of this process) answers
 ``GET /v1/subscriptions/{id}`` with each subscription's state, for the re-reads processing makes.
 
-The events are Stripe's own example objects (``shared/stripe/fixtures3.json``, through the builders the tests use
+The events are Stripe's own example objects (``fixtures/stripe/fixtures3.json``, through the builders the tests use
 in ``apps/billing/tests/stripe_fakes.py``) with distinct ids, signed as Stripe signs them at the moment they are
 sent, in a mix that follows each member's state: subscription updates and paid invoices for active members,
 creations and checkouts for trials, failed payments while past due, deletions and refunds for canceled ones.

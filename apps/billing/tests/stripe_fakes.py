@@ -1,4 +1,4 @@
-"""Stripe in tests: Stripe's own example objects (``../shared/stripe/fixtures3.json``) with the ids, statuses and
+"""Stripe in tests: Stripe's own example objects (``fixtures/stripe/fixtures3.json``) with the ids, statuses and
 times a case needs, wrapped in events and signed exactly as Stripe signs them; and a fake Stripe API on loopback
 that answers ``GET /v1/subscriptions/{id}`` with each subscription's current state, for the real ``stripe``
 client to read."""
@@ -28,7 +28,7 @@ from apps.billing.factories import BillingCustomerFactory, PlanFactory, PlanPric
 from apps.billing.models import Plan, PlanPrice
 
 RESOURCES: dict[str, Any] = json.loads(
-    (Path(settings.BASE_DIR).parent / "shared" / "stripe" / "fixtures3.json").read_text()
+    (Path(settings.BASE_DIR) / "fixtures" / "stripe" / "fixtures3.json").read_text()
 )["resources"]
 
 WEBHOOK_SECRET = "whsec_test_5f0c1d2e3a4b5c6d7e8f9a0b1c2d3e4f"

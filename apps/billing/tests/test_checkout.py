@@ -11,11 +11,9 @@ import json
 import re
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import parse_qsl
 
 import pytest
-from django.conf import settings
 from django.test import Client, override_settings
 from django.urls import NoReverseMatch, clear_url_caches, reverse
 from django.utils import timezone
@@ -46,13 +44,12 @@ from apps.billing.models import (
     SubscriptionStatus,
 )
 from apps.billing.services.checkout import checkout_session_create
+from apps.billing.tests.stripe_fakes import RESOURCES
 from apps.core.resilience import PermanentError
 
 pytestmark = pytest.mark.django_db
 
-FIXTURES = json.loads((Path(settings.BASE_DIR).parent / "shared" / "stripe" / "fixtures3.json").read_text())[
-    "resources"
-]
+FIXTURES = RESOURCES
 SITE = "https://coinlink.example"
 SESSION_ID = "cs_test_a1YS1URlnyQCN5fUUduORoQ7Pw41PJqDWkIVQCpJPqkfIhd6tVY8XB1OLY"
 PORTAL_URL = "https://billing.stripe.com/p/session/test_YWNjdF8xTTJKVGtMa2RJd0h1"

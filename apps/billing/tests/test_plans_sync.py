@@ -8,12 +8,10 @@ import itertools
 import json
 import re
 from io import StringIO
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
 import pytest
-from django.conf import settings
 from django.core.management import CommandError, call_command
 from pytest_django.fixtures import Settings as DjangoSettings
 from pytest_httpserver import HTTPServer
@@ -22,12 +20,11 @@ from werkzeug import Request, Response
 from apps.billing.factories import PlanFactory, PlanPriceFactory
 from apps.billing.models import Plan, PlanPrice
 from apps.billing.services.plans import StripeNotConfigured, plans_sync_to_stripe
+from apps.billing.tests.stripe_fakes import RESOURCES
 
 pytestmark = pytest.mark.django_db
 
-FIXTURES = json.loads((Path(settings.BASE_DIR).parent / "shared" / "stripe" / "fixtures3.json").read_text())[
-    "resources"
-]
+FIXTURES = RESOURCES
 
 
 class FakeStripeCatalogue:
