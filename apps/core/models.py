@@ -56,3 +56,32 @@ class CircuitBreakerState(models.Model):
 
     def __str__(self) -> str:
         return f"{self.service}: {self.get_state_display()}"
+
+
+class Heartbeat(models.Model):
+    """The last sign of life of one long-running process (a Celery worker, beat, a bot), so ``/health/``, the
+    admin and ``/metrics`` can tell a stopped process from a quiet one wherever it runs."""
+
+    class Kind(models.TextChoices):
+        WORKER = "worker", "Celery worker"
+        BEAT = "beat", "Celery beat"
+        WEB = "web", "Web process"
+        BOT = "bot", "Bot"
+
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    # Unique per process: the Celery node name (worker@host), "beat@host", "discord@host:pid", ...
+    name = models.CharField(max_length=200, unique=True)
+    hostname = models.CharField(max_length=200, blank=True)
+    pid = models.PositiveIntegerField(null=True, blank=True)
+    started_at = models.DateTimeField()
+    last_seen = models.DateTimeField()
+    stopped_at = models.DateTimeField(null=True, blank=True, help_text="Set on a clean shutdown")
+    details = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        db_table = "heartbeats"
+        ordering = ["kind", "name"]
+        indexes = [models.Index(fields=["kind", "-last_seen"], name="heartbeats_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.name}"
