@@ -210,7 +210,15 @@ class AgentConfigAdmin(SelectRelatedAdmin):
 
 class AgentRunInline(ReadOnlyTabularInline):
     model = AgentRun
-    fields = ("agent_name", "status", "attempt", "started_at", "finished_at", "duration_ms")
+    fields = (
+        "agent_name",
+        "status",
+        "attempt",
+        "started_at",
+        "finished_at",
+        "duration_ms",
+        "degraded_reason",
+    )
 
 
 @admin.register(PipelineRun)
@@ -228,9 +236,16 @@ class PipelineRunAdmin(ReadOnlyAdmin):
         "started_at",
         "finished_at",
         "summary_pretty",
+        "degraded_reason_pretty",
         "error_pretty",
     )
-    readonly_fields = ("queued_at", "agents_pretty", "summary_pretty", "error_pretty")
+    readonly_fields = (
+        "queued_at",
+        "agents_pretty",
+        "summary_pretty",
+        "degraded_reason_pretty",
+        "error_pretty",
+    )
     inlines = (AgentRunInline,)
 
     @admin.display(description="agents")
@@ -244,6 +259,10 @@ class PipelineRunAdmin(ReadOnlyAdmin):
     @admin.display(description="error")
     def error_pretty(self, obj: PipelineRun) -> SafeString:
         return preformatted(obj.error)
+
+    @admin.display(description="degraded because")
+    def degraded_reason_pretty(self, obj: PipelineRun) -> SafeString:
+        return preformatted(obj.degraded_reason)
 
 
 @admin.register(AgentRun)
@@ -276,6 +295,7 @@ class AgentRunAdmin(ReadOnlyAdmin):
         "finished_at",
         "duration_ms",
         "summary",
+        "degraded_reason",
         "counters_pretty",
         "error_pretty",
         "traceback_pretty",
@@ -284,6 +304,8 @@ class AgentRunAdmin(ReadOnlyAdmin):
 
     @admin.display(description="summary")
     def summary_excerpt(self, obj: AgentRun) -> str:
+        if obj.degraded_reason:
+            return truncatechars(f"degraded ({obj.degraded_reason}): {obj.summary}", 80)
         return truncatechars(obj.summary, 80)
 
     @admin.display(description="counters")

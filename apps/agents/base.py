@@ -29,9 +29,25 @@ class AgentContext:
 class AgentResult:
     counters: Counter[str] = field(default_factory=Counter)
     summary: str = ""
+    # Why the run, though it succeeded, worked without something it needed; ``degraded_reason`` adds the
+    # failures the counters already record.
+    degradations: list[str] = field(default_factory=list)
 
     def incr(self, key: str, amount: int = 1) -> None:
         self.counters[key] += amount
+
+    def degrade(self, reason: str) -> None:
+        self.degradations.append(reason)
+
+    def degraded_reason(self) -> str:
+        """Empty for a clean run. By convention a failed outside source is counted as ``errors.<service>``
+        and a failed item as ``failed`` or ``<step>.failed``; any of them above zero degrades the run."""
+        failures = [
+            f"{key}={value}"
+            for key, value in sorted(self.counters.items())
+            if value > 0 and (key.startswith("errors.") or key == "failed" or key.endswith(".failed"))
+        ]
+        return "; ".join([*self.degradations, *([", ".join(failures)] if failures else [])])
 
 
 class BaseAgent(ABC):

@@ -46,6 +46,9 @@ class PipelineRun(models.Model):
         QUEUED = "queued", "Queued"
         RUNNING = "running", "Running"
         SUCCEEDED = "succeeded", "Succeeded"
+        # Every agent succeeded, but at least one worked without a source it needed (an exchange or feed
+        # down, a platform refusing): the figures it produced are incomplete.
+        DEGRADED = "degraded", "Succeeded, degraded"
         PARTIAL = "partial", "Partly failed"
         FAILED = "failed", "Failed"
         CANCELLED = "cancelled", "Cancelled"
@@ -59,6 +62,9 @@ class PipelineRun(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     summary = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True)
+    degraded_reason = models.TextField(
+        blank=True, help_text="Why a run that succeeded is degraded: each agent's failed sources"
+    )
 
     class Meta:
         db_table = "pipeline_runs"
@@ -95,6 +101,10 @@ class AgentRun(models.Model):
     summary = models.TextField(blank=True)
     error = models.TextField(blank=True)
     traceback = models.TextField(blank=True)
+    degraded_reason = models.TextField(
+        blank=True,
+        help_text="Set when the run succeeded without some of its sources (errors.* or failed counters)",
+    )
 
     class Meta:
         db_table = "agent_logs"
@@ -140,3 +150,39 @@ class PerformanceSnapshot(models.Model):
     def __str__(self) -> str:
         scope = f" [{self.scope}]" if self.scope else ""
         return f"{self.metric}{scope} = {self.value:g} at {self.captured_at:%Y-%m-%d %H:%M}"
+
+
+class DeferredTaskStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+
+
+class DeferredTask(TimeStampedModel):
+    """A Celery task call kept for later by the embedded default, which has no broker to hold it: a retry
+    after its backoff, or work taken out of a request. The in-process poller runs it once ``eta`` is due
+    (see ``apps.agents.deferred``); with a broker, Celery keeps these itself and no row is written."""
+
+    task_name = models.CharField(max_length=200)
+    args = models.JSONField(default=list, blank=True)
+    kwargs = models.JSONField(default=dict, blank=True)
+    retries = models.PositiveIntegerField(
+        default=0, help_text="Celery's retry count for the next attempt (0 for the first)"
+    )
+    eta = models.DateTimeField(help_text="Not run before this time")
+    status = models.CharField(
+        max_length=10, choices=DeferredTaskStatus.choices, default=DeferredTaskStatus.PENDING
+    )
+    locked_until = models.DateTimeField(
+        null=True, blank=True, help_text="While running: when another process may take it (its runner died)"
+    )
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        db_table = "deferred_tasks"
+        ordering = ["eta", "id"]
+        indexes = [models.Index(fields=["status", "eta"], name="deferred_tasks_due")]
+
+    def __str__(self) -> str:
+        return f"{self.task_name}{tuple(self.args)} ({self.get_status_display()}, attempt {self.retries + 1})"

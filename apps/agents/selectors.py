@@ -13,6 +13,7 @@ FINISHED_STATUSES = frozenset({AgentRunStatus.SUCCEEDED, AgentRunStatus.FAILED, 
 PIPELINE_FINISHED_STATUSES = frozenset(
     {
         PipelineRun.Status.SUCCEEDED,
+        PipelineRun.Status.DEGRADED,
         PipelineRun.Status.PARTIAL,
         PipelineRun.Status.FAILED,
         PipelineRun.Status.CANCELLED,
@@ -46,6 +47,14 @@ def agent_run_statuses_in_pipeline(*, pipeline_run_id: int, agent_names: set[str
 def agent_run_status_counts(*, pipeline_run_id: int) -> Counter[str]:
     statuses = AgentRun.objects.filter(pipeline_run_id=pipeline_run_id).values_list("status", flat=True)
     return Counter(statuses)
+
+
+def agent_run_degraded_in_pipeline(*, pipeline_run_id: int) -> list[tuple[str, str]]:
+    """(agent, reason) of the pipeline's runs that succeeded degraded, in run order."""
+    rows = AgentRun.objects.filter(
+        pipeline_run_id=pipeline_run_id, status=AgentRunStatus.SUCCEEDED, degraded_reason__gt=""
+    ).order_by("pk")
+    return list(rows.values_list("agent_name", "degraded_reason"))
 
 
 def pipeline_run_get(*, pipeline_run_id: int) -> PipelineRun:

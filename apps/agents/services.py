@@ -180,6 +180,7 @@ def _run_payload(run: AgentRun) -> dict[str, Any]:
         "counters": run.counters,
         "summary": run.summary,
         "error": run.error,
+        "degraded_reason": run.degraded_reason,
     }
 
 
@@ -200,6 +201,7 @@ def _announce_pipeline(pipeline: PipelineRun) -> None:
         "finished_at": pipeline.finished_at,
         "summary": pipeline.summary,
         "error": pipeline.error,
+        "degraded_reason": pipeline.degraded_reason,
     }
     live.broadcast(DASHBOARD_GROUP, "pipeline_run", payload)
 
@@ -504,12 +506,16 @@ def _execute(
             from_statuses=running,
             error=f"execute() returned {type(result).__name__}, not an AgentResult",
         )
+    degraded_reason = result.degraded_reason()
+    if degraded_reason:
+        logger.warning("agent run #%s of %s succeeded degraded: %s", run.pk, agent.name, degraded_reason)
     return _finish(
         run,
         AgentRunStatus.SUCCEEDED,
         from_statuses=running,
         counters=dict(result.counters),
         summary=result.summary,
+        degraded_reason=degraded_reason,
     )
 
 
@@ -575,8 +581,10 @@ def _close_pipeline(pipeline_run_id: int, *, error: str = "") -> PipelineRun:
     counts = selectors.agent_run_status_counts(pipeline_run_id=pipeline_run_id)
     total = sum(counts.values())
     succeeded = counts[AgentRunStatus.SUCCEEDED]
+    degraded = selectors.agent_run_degraded_in_pipeline(pipeline_run_id=pipeline_run_id)
+    degraded_reason = "\n".join(f"{name}: {reason}" for name, reason in degraded)
     if total and succeeded == total:
-        status = PipelineRun.Status.SUCCEEDED
+        status = PipelineRun.Status.DEGRADED if degraded else PipelineRun.Status.SUCCEEDED
     elif succeeded:
         status = PipelineRun.Status.PARTIAL
     else:
@@ -592,7 +600,12 @@ def _close_pipeline(pipeline_run_id: int, *, error: str = "") -> PipelineRun:
         pk=pipeline_run_id, status__in=[PipelineRun.Status.QUEUED, PipelineRun.Status.RUNNING]
     )
     if closing.update(
-        status=status, finished_at=now, started_at=Coalesce("started_at", now), summary=summary, error=error
+        status=status,
+        finished_at=now,
+        started_at=Coalesce("started_at", now),
+        summary=summary,
+        error=error,
+        degraded_reason=degraded_reason,
     ):
         pipeline = selectors.pipeline_run_get(pipeline_run_id=pipeline_run_id)
         _announce_pipeline(pipeline)
@@ -600,8 +613,8 @@ def _close_pipeline(pipeline_run_id: int, *, error: str = "") -> PipelineRun:
 
 
 def pipeline_run_finish(*, pipeline_run_id: int) -> PipelineRun:
-    """Close the pipeline run from its agents' outcomes: succeeded when all succeeded, failed when none did,
-    partial otherwise."""
+    """Close the pipeline run from its agents' outcomes: succeeded when all succeeded (degraded when one of
+    them worked without a source it needed), failed when none did, partial otherwise."""
     return _close_pipeline(pipeline_run_id)
 
 

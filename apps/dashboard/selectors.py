@@ -31,6 +31,7 @@ def agent_run_list_recent(*, limit: int = RECENT_AGENT_RUNS) -> list[AgentRun]:
             "duration_ms",
             "summary",
             "error",
+            "degraded_reason",
         ).order_by("-queued_at", "-id")[:limit]
     )
 
@@ -38,7 +39,16 @@ def agent_run_list_recent(*, limit: int = RECENT_AGENT_RUNS) -> list[AgentRun]:
 def pipeline_run_list_recent(*, limit: int = RECENT_PIPELINE_RUNS) -> list[PipelineRun]:
     return list(
         PipelineRun.objects.only(
-            "id", "name", "status", "trigger", "agents", "queued_at", "started_at", "finished_at", "error"
+            "id",
+            "name",
+            "status",
+            "trigger",
+            "agents",
+            "queued_at",
+            "started_at",
+            "finished_at",
+            "error",
+            "degraded_reason",
         ).order_by("-queued_at", "-id")[:limit]
     )
 

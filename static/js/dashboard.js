@@ -20,6 +20,7 @@
     skipped: "Skipped",
     retrying: "Retrying",
     partial: "Partly failed",
+    degraded: "Succeeded, degraded",
     cancelled: "Cancelled",
   };
 
@@ -60,6 +61,10 @@
     var item = element("li", "run-list__item run-list__item--live");
     item.setAttribute("data-id", String(payload.id));
     var status = String(payload.status || "");
+    // An agent run that succeeded without a source it needed is shown as degraded, like its pipeline run.
+    if (status === "succeeded" && payload.degraded_reason) {
+      status = "degraded";
+    }
     item.appendChild(element("span", "badge run-status run-status--" + status, STATUS_LABELS[status] || status));
     item.appendChild(document.createTextNode(" "));
 
@@ -95,6 +100,8 @@
 
     if (payload.error) {
       item.appendChild(element("p", "run-list__detail run-list__detail--error", String(payload.error).slice(0, 200)));
+    } else if (payload.degraded_reason) {
+      item.appendChild(element("p", "run-list__detail", "Degraded: " + String(payload.degraded_reason).slice(0, 200)));
     } else if (isAgentRun && payload.summary) {
       item.appendChild(element("p", "run-list__detail", String(payload.summary).slice(0, 200)));
     }

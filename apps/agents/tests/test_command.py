@@ -4,6 +4,7 @@ says whether an agent failed."""
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable
 from io import StringIO
 
@@ -11,6 +12,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from apps.agents.base import AgentContext, AgentResult
 from apps.agents.models import AgentRunStatus, PipelineRun
 from apps.agents.services import agent_config_pause, agent_config_sync
 from coinlink.celery import app as celery_app
@@ -143,3 +145,20 @@ def test_the_skipped_count_does_not_fail_the_command(world: Callable[..., None])
 
     latest = PipelineRun.objects.latest("pk")
     assert latest.agent_runs.get().status == AgentRunStatus.SKIPPED
+
+
+def test_a_degraded_pipeline_exits_zero_and_says_why(agent: Callable[..., object]) -> None:
+    def scan(ctx: AgentContext) -> AgentResult:
+        return AgentResult(counters=Counter({"candles": 5, "errors.exchange": 1}), summary="5 candles")
+
+    agent("scanner", scan)
+    out = StringIO()
+
+    call_command("run_pipeline", "--once", stdout=out)
+
+    pipeline = PipelineRun.objects.get()
+    assert pipeline.status == PipelineRun.Status.DEGRADED
+    assert _lines(out)[-2:] == [
+        f"Pipeline run #{pipeline.pk} degraded: 1 succeeded, 0 failed, 0 skipped in N s.",
+        "Degraded: scanner: errors.exchange=1",
+    ]

@@ -3,6 +3,7 @@ failure, dependants skipped with the reason, and the PipelineRun closed with its
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
@@ -14,7 +15,7 @@ from channels.layers import get_channel_layer
 from pytest_django.fixtures import Settings as DjangoSettings
 
 from apps.agents import registry
-from apps.agents.base import BaseAgent
+from apps.agents.base import AgentResult, BaseAgent
 from apps.agents.factories import AgentConfigFactory
 from apps.agents.models import AgentRun, AgentRunStatus, PipelineRun, RunTrigger
 from apps.agents.orchestrator import InvalidPipeline, plan_levels
@@ -250,3 +251,48 @@ def test_every_transition_reaches_the_dashboard_group(
         ("pipeline_run", None, "partial"),
     ]
     assert pipeline.status == PipelineRun.Status.PARTIAL
+
+
+def test_a_source_down_marks_the_run_and_its_pipeline_degraded_with_the_reason(
+    agent: AgentFactory, start: Callable[..., PipelineRun], broadcasts: Broadcasts
+) -> None:
+    def scan_without_news(ctx: Any) -> AgentResult:
+        result = AgentResult(summary="40 candles; failed: news")
+        result.incr("candles", 40)
+        result.incr("errors.news", 2)
+        return result
+
+    def publish_one_failed(ctx: Any) -> AgentResult:
+        result = AgentResult(summary="3 published, 1 failed")
+        result.incr("published", 3)
+        result.incr("failed", 1)
+        result.degrade("discord refused the post")
+        return result
+
+    agent("scanner", scan_without_news)
+    agent("publisher", publish_one_failed, phase=2)
+    agent("clean", phase=2)
+
+    pipeline = start()
+
+    runs = _runs(pipeline)
+    assert {name: run.status for name, run in runs.items()} == dict.fromkeys(
+        ("scanner", "publisher", "clean"), AgentRunStatus.SUCCEEDED
+    )
+    assert runs["scanner"].degraded_reason == "errors.news=2"
+    assert runs["publisher"].degraded_reason == "discord refused the post; failed=1"
+    assert runs["clean"].degraded_reason == ""
+    assert pipeline.status == PipelineRun.Status.DEGRADED
+    assert pipeline.degraded_reason == "scanner: errors.news=2\npublisher: discord refused the post; failed=1"
+    assert broadcasts.pipelines() == ["queued", "running", "degraded"]
+    finished = [p for _, e, p in broadcasts.events if e == "pipeline_run" and p["status"] == "degraded"]
+    assert finished[0]["degraded_reason"] == pipeline.degraded_reason
+
+
+def test_zero_failure_counters_do_not_degrade(agent: AgentFactory, start: Callable[..., PipelineRun]) -> None:
+    agent("quiet", lambda ctx: AgentResult(counters=Counter({"errors.news": 0, "failed": 0, "items": 3})))
+
+    pipeline = start()
+
+    assert pipeline.status == PipelineRun.Status.SUCCEEDED
+    assert pipeline.degraded_reason == ""

@@ -121,6 +121,7 @@ def test_a_successful_run_records_everything(
         "counters": {"candles": 240, "articles": 12},
         "summary": "Fetched 240 candles",
         "error": "",
+        "degraded_reason": "",
     }
 
 

@@ -200,3 +200,22 @@ def test_the_admin_kpi_page_is_for_operators_only(client: Client) -> None:
     assert client.get("/admin/kpis/")["Location"] == "/admin/login/?next=/admin/kpis/"
     client.force_login(UserFactory.create())
     assert client.get("/admin/kpis/")["Location"] == "/admin/login/?next=/admin/kpis/"
+
+
+def test_degraded_runs_say_so_and_why(staff_client: Client) -> None:
+    pipeline = PipelineRunFactory.create(
+        status=PipelineRun.Status.DEGRADED, degraded_reason="market_scanner: errors.exchange=3"
+    )
+    AgentRunFactory.create(
+        agent_name="market_scanner",
+        pipeline_run=pipeline,
+        status=AgentRunStatus.SUCCEEDED,
+        summary="40 candles; failed: exchange",
+        degraded_reason="errors.exchange=3",
+    )
+
+    page = staff_client.get(URL).content.decode()
+
+    assert page.count('<span class="badge run-status run-status--degraded">Succeeded, degraded</span>') == 2
+    assert "Degraded: market_scanner: errors.exchange=3" in page
+    assert "Degraded: errors.exchange=3" in page

@@ -237,4 +237,9 @@ class Command(BaseCommand):
         if failed:
             self.stdout.write(self.style.ERROR(line))
             raise CommandError(f"failed: {', '.join(failed)}", returncode=1)
+        if pipeline.degraded_reason:
+            # Everything ran, so the exit status stays 0, but the figures are incomplete: say why.
+            self.stdout.write(self.style.WARNING(line))
+            self.stdout.write(self.style.WARNING(f"Degraded: {pipeline.degraded_reason}"))
+            return
         self.stdout.write(self.style.SUCCESS(line))
