@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install run serve test lint format typecheck clean bench
+.PHONY: install run serve prod-local test lint format typecheck clean bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,17 @@ run: install
 serve: install
 	$(BIN)/python manage.py runserver $(HOST):$(PORT)
 
+## The production topology on this machine: the Procfile's processes (web, worker, beat) run by honcho against
+## PostgreSQL and Redis (DATABASE_URL and REDIS_URL, the local servers by default), after migrating.
+prod-local: export DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/coinlink
+prod-local: export REDIS_URL ?= redis://127.0.0.1:6379/0
+prod-local: export PATH := $(CURDIR)/$(BIN):$(PATH)
+prod-local: install
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py metrics_prepare
+	# The bots only with their tokens in the environment: without them they exit, and honcho would stop all.
+	HOST=$(HOST) $(BIN)/honcho start --port $(PORT) web worker beat $(if $(DISCORD_BOT_TOKEN),discord) $(if $(TELEGRAM_BOT_TOKEN),telegram)
+
 ## The test suite (CI sets DATABASE_URL and REDIS_URL to run it on PostgreSQL and Redis).
 test: install
 	$(BIN)/pytest
@@ -43,13 +54,14 @@ format: install
 typecheck: install
 	$(BIN)/mypy apps coinlink
 
-## Benchmarks (bench/README.md): a pipeline cycle, Stripe webhooks through daphne, conversion scoring, each
+## Benchmarks (bench/README.md): a pipeline cycle, Stripe webhooks through daphne, conversion scoring, moderation decisions, each
 ## against a baseline run in the same process; on a throwaway SQLite database, or PostgreSQL when
 ## BENCH_DATABASE_URL is set. About ten minutes on two cores; `python bench/<name>.py --quick` for a first look.
 bench: install
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/webhooks.py
 	$(BIN)/python bench/conversion.py
+	$(BIN)/python bench/moderation.py
 
 clean:
 	rm -rf $(VENV) db.sqlite3 db.sqlite3-* var .pytest_cache .ruff_cache .mypy_cache

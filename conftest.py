@@ -62,6 +62,13 @@ def _fast_password_hashing(settings: object) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _no_pipeline_schedule(settings: object) -> None:
+    # The pipeline is scheduled by default (AGENT_PIPELINE_SCHEDULE); tests see only the schedules they make,
+    # and the test of the default sets it back.
+    settings.AGENT_PIPELINE_SCHEDULE = ""  # type: ignore[attr-defined]
+
+
+@pytest.fixture(autouse=True)
 def _clean_cache() -> None:
     # With REDIS_URL the cache is shared and outlives a test: throttle counters and the like must not leak.
     from django.core.cache import cache

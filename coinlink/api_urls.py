@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.urls import URLPattern, URLResolver, include, path
+from django.urls import URLPattern, URLResolver, include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from rest_framework.exceptions import NotFound
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
 from rest_framework.routers import DefaultRouter
+from rest_framework.views import APIView
 
 from apps.accounts.api import MeView
 from apps.billing.api import KpiView
 from apps.content.api import ExclusiveContentViewSet, PublishedContentViewSet
+from apps.core.api import ApiDocsPermission
 from apps.market.api import InsightViewSet
 
 app_name = "api"
@@ -30,6 +35,18 @@ class ApiRouter(DefaultRouter):
         return self.APIRootView.as_view(api_root_dict=api_root_dict)
 
 
+class ApiNotFoundView(APIView):
+    """Whatever under /api/ matches no route: a 404 in the API's JSON error format, not Django's HTML page, so
+    that a client (or a path parameter the routes cannot match, such as an id with a dot) always gets JSON."""
+
+    permission_classes = [AllowAny]
+    schema = None  # not an operation of the API
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)  # authentication and throttles as for any API request
+        raise NotFound()
+
+
 router = ApiRouter(singletons={"me": "me", "kpis": "kpis"})
 router.register("insights", InsightViewSet, basename="insight")
 router.register("published-content", PublishedContentViewSet, basename="published-content")
@@ -43,7 +60,17 @@ v1_urlpatterns: list[URLPattern | URLResolver] = [
 
 urlpatterns = [
     path("v1/", include(v1_urlpatterns)),
-    path("schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
-    path("redoc/", SpectacularRedocView.as_view(url_name="api:schema"), name="redoc"),
+    path("schema/", SpectacularAPIView.as_view(permission_classes=[ApiDocsPermission]), name="schema"),
+    path(
+        "docs/",
+        SpectacularSwaggerView.as_view(url_name="api:schema", permission_classes=[ApiDocsPermission]),
+        name="docs",
+    ),
+    path(
+        "redoc/",
+        SpectacularRedocView.as_view(url_name="api:schema", permission_classes=[ApiDocsPermission]),
+        name="redoc",
+    ),
+    # Only paths ending in a slash, so that APPEND_SLASH still redirects /api/v1/me to /api/v1/me/.
+    re_path(r"^.*/$", ApiNotFoundView.as_view()),
 ]

@@ -8,6 +8,8 @@ to start without its secrets. Every variable is listed in the README.
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from pathlib import Path
 
 import environ
@@ -25,19 +27,24 @@ if DJANGO_ENV not in {"development", "production", "test"}:
 PRODUCTION = DJANGO_ENV == "production"
 
 # --- core ---------------------------------------------------------------------------------------------------
+# A development-only key, public in this repository; production refuses it (and any other "insecure" one).
+_DEVELOPMENT_SECRET_KEY = "dev-insecure-4b1e0c2f8a6d4e9f8c7b6a5d4c3b2a1f0e9d8c7b6a5f4e3d"  # noqa: S105
 if PRODUCTION:
     SECRET_KEY = env.str("SECRET_KEY", default="")
     if len(SECRET_KEY) < 50:
         raise ImproperlyConfigured("production needs SECRET_KEY (50 characters or more) in the environment")
+    if SECRET_KEY == _DEVELOPMENT_SECRET_KEY or SECRET_KEY.startswith(("dev-insecure-", "django-insecure-")):
+        raise ImproperlyConfigured(
+            "production refuses the development SECRET_KEY committed in settings.py: generate a new one"
+        )
     ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=[])
     if not ALLOWED_HOSTS:
         raise ImproperlyConfigured("production needs ALLOWED_HOSTS in the environment")
+    if "*" in ALLOWED_HOSTS:
+        raise ImproperlyConfigured("production refuses ALLOWED_HOSTS=*: name the hosts the site answers on")
     DEBUG = False
 else:
-    # A development-only key; production refuses to start without its own.
-    SECRET_KEY = env.str(
-        "SECRET_KEY", default="dev-insecure-4b1e0c2f8a6d4e9f8c7b6a5d4c3b2a1f0e9d8c7b6a5f4e3d"
-    )
+    SECRET_KEY = env.str("SECRET_KEY", default=_DEVELOPMENT_SECRET_KEY)
     ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
     DEBUG = env.bool("DEBUG", default=DJANGO_ENV == "development")
 
@@ -79,8 +86,11 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First, so it counts and times every answer, the other middleware's included.
+    "apps.core.metrics.HttpMetricsMiddleware",
     "apps.core.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "apps.core.middleware.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -219,13 +229,31 @@ STORAGES = {
 }
 
 # --- API ----------------------------------------------------------------------------------------------------
+# The schema and its docs map every endpoint and parameter: staff only in production unless this opens them.
+API_DOCS_PUBLIC = env.bool("API_DOCS_PUBLIC", default=not PRODUCTION)
+# Failed token authentications per client address before it is refused (429) for the same period.
+API_AUTH_FAILURE_RATE = env.str("API_AUTH_FAILURE_RATE", default="10/min")
+# Failed admin sign-ins before a lockout: per account at one address, and per address whatever the account.
+ADMIN_LOGIN_FAILURE_RATE = env.str("ADMIN_LOGIN_FAILURE_RATE", default="5/15min")
+ADMIN_LOGIN_ADDRESS_FAILURE_RATE = env.str("ADMIN_LOGIN_ADDRESS_FAILURE_RATE", default="30/15min")
+for _name in ("API_AUTH_FAILURE_RATE", "ADMIN_LOGIN_FAILURE_RATE", "ADMIN_LOGIN_ADDRESS_FAILURE_RATE"):
+    # The format apps.core.attempts.FailureBudget reads: a count, then a period of seconds to days.
+    if not re.fullmatch(r"[1-9]\d*/\d*(s|sec|second|m|min|minute|h|hour|d|day)s?", vars()[_name]):
+        raise ImproperlyConfigured(f"{_name} must look like 5/15min or 20/h, not {vars()[_name]!r}")
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.TokenAuthentication",
+        # Counts failed tokens per address and answers 429 once over API_AUTH_FAILURE_RATE.
+        "apps.core.api.TokenAuthentication",
+    ],
+    # JSON bodies are parsed with a bound on nesting (apps.core.jsonsafe).
+    "DEFAULT_PARSER_CLASSES": [
+        "apps.core.api.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticatedOrReadOnly"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "DEFAULT_PAGINATION_CLASS": "apps.core.api.PageNumberPagination",
     "PAGE_SIZE": env.int("API_PAGE_SIZE", default=50),
     "DEFAULT_THROTTLE_CLASSES": [
         "rest_framework.throttling.AnonRateThrottle",
@@ -235,7 +263,11 @@ REST_FRAMEWORK = {
         "anon": env.str("API_THROTTLE_ANON", default="60/min"),
         "user": env.str("API_THROTTLE_USER", default="600/min"),
     },
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # Proxies in front of the web processes that append to X-Forwarded-For: throttles and lockouts count the
+    # address the outermost of them saw; 0 counts REMOTE_ADDR (a client can write any X-Forwarded-For).
+    "NUM_PROXIES": env.int("NUM_PROXIES", default=1 if PRODUCTION else 0),
+    # drf-spectacular, plus the errors every operation shares (apps.core.openapi).
+    "DEFAULT_SCHEMA_CLASS": "apps.core.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "apps.core.api.exception_handler",
     "DEFAULT_RENDERER_CLASSES": (
         ["rest_framework.renderers.JSONRenderer"]
@@ -275,6 +307,24 @@ CELERY_RESULT_EXPIRES = 3600
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Redis (and SQS) keep a message a worker took but never acknowledged, and hand it to another worker this many
+# seconds later: how long the work of a worker killed outright waits. It must exceed the longest countdown a
+# task is retried with (a platform sync waits up to an hour), or a waiting retry is delivered twice.
+CELERY_BROKER_VISIBILITY_TIMEOUT = env.int("CELERY_BROKER_VISIBILITY_TIMEOUT", default=7200)
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": CELERY_BROKER_VISIBILITY_TIMEOUT,
+    # Each worker looks for such messages this often (kombu's default is every 100 s: 10 s, every 10th time).
+    "unacked_restore_interval": max(1, min(10, CELERY_BROKER_VISIBILITY_TIMEOUT // 5)),
+    "unacked_restore_throttle": 1,
+}
+# Workers and beat record a heartbeat (apps.core.heartbeats) this often; /health/ calls one whose last
+# heartbeat is older than HEARTBEAT_STALE_SECONDS stale.
+HEARTBEAT_INTERVAL_SECONDS = env.float("HEARTBEAT_INTERVAL_SECONDS", default=30.0)
+HEARTBEAT_STALE_SECONDS = env.float("HEARTBEAT_STALE_SECONDS", default=120.0)
+if CELERY_BROKER_VISIBILITY_TIMEOUT < 1:
+    raise ImproperlyConfigured("CELERY_BROKER_VISIBILITY_TIMEOUT must be 1 or more")
+if not 0 < HEARTBEAT_INTERVAL_SECONDS < HEARTBEAT_STALE_SECONDS:
+    raise ImproperlyConfigured("HEARTBEAT_INTERVAL_SECONDS must be above 0 and below HEARTBEAT_STALE_SECONDS")
 
 # --- logging ------------------------------------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
@@ -313,12 +363,32 @@ if PRODUCTION:
     SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
     # Probes that call a web process directly speak plain HTTP and count a redirect as healthy, so a
     # redirected /health/ would hide a 503.
-    SECURE_REDIRECT_EXEMPT = [r"^health/$"]
+    SECURE_REDIRECT_EXEMPT = [r"^health/$", r"^metrics$"]
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
     SESSION_COOKIE_AGE = 60 * 60 * 24 * 14
+
+# --- metrics ------------------------------------------------------------------------------------------------
+# /metrics (apps.core.metrics). Multi-process mode is prometheus_client's own: it reads PROMETHEUS_MULTIPROC_DIR
+# from the process environment (where a .env file also puts it) when first imported, after these settings; every
+# web and worker process of a machine needs the same directory, emptied by `manage.py metrics_prepare` before
+# they start.
+PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="")
+# A scraper gets in with "Authorization: Bearer <METRICS_TOKEN>" or from an address in METRICS_ALLOWED_IPS
+# (compared with the direct peer, so never list a public proxy's address); development is open on loopback.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=[] if PRODUCTION else ["127.0.0.0/8", "::1"])
+for _network in METRICS_ALLOWED_IPS:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"METRICS_ALLOWED_IPS must list addresses or networks (10.0.0.0/8), not {_network!r}"
+        ) from None
+if PRODUCTION and METRICS_TOKEN and len(METRICS_TOKEN) < 32:
+    raise ImproperlyConfigured("METRICS_TOKEN must be 32 characters or more in production")
 
 # --- resilience ---------------------------------------------------------------------------------------------
 CIRCUIT_BREAKER_FAILURES = env.int("CIRCUIT_BREAKER_FAILURES", default=5)
@@ -427,8 +497,11 @@ AGENTS_RUN_IN_PROCESS = env.bool("AGENTS_RUN_IN_PROCESS", default=CELERY_TASK_AL
 AGENT_RETRY_MAX_ATTEMPTS = env.int("AGENT_RETRY_MAX_ATTEMPTS", default=3)
 AGENT_RETRY_BASE_DELAY = env.float("AGENT_RETRY_BASE_DELAY", default=10.0)
 AGENT_RETRY_MAX_DELAY = env.float("AGENT_RETRY_MAX_DELAY", default=300.0)
-# A crontab ("0 * * * *") for the whole pipeline; created once as a beat schedule, then edited in the admin.
-AGENT_PIPELINE_SCHEDULE = env.str("AGENT_PIPELINE_SCHEDULE", default="")
+# A crontab for the whole pipeline (five of its agents have no schedule of their own, so without it nothing
+# is drafted); created once as a beat schedule, then edited in the admin. "off" (or empty) for none.
+AGENT_PIPELINE_SCHEDULE = env.str("AGENT_PIPELINE_SCHEDULE", default="*/30 * * * *").strip()
+if AGENT_PIPELINE_SCHEDULE.lower() in {"off", "none", "false"}:
+    AGENT_PIPELINE_SCHEDULE = ""
 if AGENT_RETRY_MAX_ATTEMPTS < 1:
     raise ImproperlyConfigured("AGENT_RETRY_MAX_ATTEMPTS must be 1 or more")
 if not 0 <= AGENT_RETRY_BASE_DELAY <= AGENT_RETRY_MAX_DELAY:
@@ -444,6 +517,8 @@ STRIPE_API_BASE = env.str("STRIPE_API_BASE", default="https://api.stripe.com")
 STRIPE_TIMEOUT_SECONDS = env.float("STRIPE_TIMEOUT_SECONDS", default=10.0)
 # A signed event older than this is refused, so a captured request cannot be replayed (Stripe's default).
 STRIPE_WEBHOOK_TOLERANCE_SECONDS = env.int("STRIPE_WEBHOOK_TOLERANCE_SECONDS", default=300)
+# Production takes live keys only, unless this says a test-mode deployment (a staging site) is meant.
+STRIPE_ALLOW_TEST_KEYS = env.bool("STRIPE_ALLOW_TEST_KEYS", default=not PRODUCTION)
 BILLING_CURRENCY = env.str("BILLING_CURRENCY", default="usd").lower()
 
 if BILLING_CURRENCY not in {"usd", "eur", "gbp"}:  # apps.core.models.Currency
@@ -453,10 +528,29 @@ if STRIPE_WEBHOOK_TOLERANCE_SECONDS < 1:
 _stripe_secrets = {"STRIPE_SECRET_KEY": STRIPE_SECRET_KEY, "STRIPE_WEBHOOK_SECRET": STRIPE_WEBHOOK_SECRET}
 if PRODUCTION and (_missing := [name for name, value in _stripe_secrets.items() if not value]):
     raise ImproperlyConfigured(f"production needs {', '.join(_missing)} in the environment")
+if PRODUCTION and not STRIPE_ALLOW_TEST_KEYS:
+    for _name, _value in (
+        ("STRIPE_SECRET_KEY", STRIPE_SECRET_KEY),
+        ("STRIPE_PUBLISHABLE_KEY", STRIPE_PUBLISHABLE_KEY),
+    ):
+        if _value.startswith(("sk_test_", "rk_test_", "pk_test_")):
+            raise ImproperlyConfigured(
+                f"{_name} is a Stripe test-mode key: production needs a live one "
+                "(set STRIPE_ALLOW_TEST_KEYS=true for a test-mode deployment)"
+            )
+if PRODUCTION and not STRIPE_WEBHOOK_SECRET.startswith("whsec_"):
+    raise ImproperlyConfigured(
+        "STRIPE_WEBHOOK_SECRET must be the endpoint's signing secret from Stripe, which starts with whsec_"
+    )
 CELERY_BEAT_SCHEDULE = {
     **vars().get("CELERY_BEAT_SCHEDULE", {}),
     # Takes ended Discord roles and Telegram channel memberships away.
     "billing.expire_entitlements": {"task": "billing.expire_entitlements", "schedule": 300.0},
+    # Stripe events and agent runs a killed worker left half done, recovered without an operator.
+    "billing.recover_stripe_events": {"task": "billing.recover_stripe_events", "schedule": 60.0},
+    "agents.recover_abandoned_runs": {"task": "agents.recover_abandoned_runs", "schedule": 60.0},
+    # One email and one dashboard event when new drafts wait for an operator's approval, not one per draft.
+    "content.announce_waiting_drafts": {"task": "content.announce_waiting_drafts", "schedule": 600.0},
 }
 
 # --- content pipeline ---------------------------------------------------------------------------------------
@@ -507,3 +601,65 @@ if TELEGRAM_WEBHOOK_SECRET and (
     raise ImproperlyConfigured("TELEGRAM_WEBHOOK_SECRET must be 1-256 characters of A-Z, a-z, 0-9, _ and -")
 if TELEGRAM_INVITE_TTL_HOURS < 1:
     raise ImproperlyConfigured("TELEGRAM_INVITE_TTL_HOURS must be 1 or more")
+
+# --- the bots (manage.py run_discord_bot, run_telegram_bot; apps.bots) ------------------------------------
+# The Discord channels whose messages the bot records and moderates (empty: every channel of DISCORD_GUILD_ID).
+DISCORD_MODERATED_CHANNEL_IDS = env.list("DISCORD_MODERATED_CHANNEL_IDS", default=[])
+# The gateway the Discord bot connects to (empty: Discord's own, wss://gateway.discord.gg/).
+DISCORD_GATEWAY_URL = env.str("DISCORD_GATEWAY_URL", default="")
+if _bad_channels := [c for c in DISCORD_MODERATED_CHANNEL_IDS if not c.isdigit()]:
+    raise ImproperlyConfigured(
+        f"DISCORD_MODERATED_CHANNEL_IDS holds numeric channel ids, not {_bad_channels}"
+    )
+# How often X mentions and replies are read (since the newest one read) into the inbound path; 0 turns it off.
+X_MENTIONS_POLL_SECONDS = env.int("X_MENTIONS_POLL_SECONDS", default=120)
+if X_MENTIONS_POLL_SECONDS < 0:
+    raise ImproperlyConfigured("X_MENTIONS_POLL_SECONDS must be 0 (off) or more")
+if X_MENTIONS_POLL_SECONDS:
+    CELERY_BEAT_SCHEDULE["bots.poll_x_mentions"] = {
+        "task": "bots.poll_x_mentions",
+        "schedule": float(X_MENTIONS_POLL_SECONDS),
+    }
+
+# --- moderation enforcement ---------------------------------------------------------------------------------
+# Telegram keeps bans and mutes per chat: the groups (and channels) where a mute or ban reaches someone, besides
+# the chat their message was in. Discord's reach is the server, DISCORD_GUILD_ID. The ladder itself (thresholds,
+# mute length, strike expiry) is the ModerationPolicy row the operator edits in the admin.
+MODERATION_TELEGRAM_CHATS = env.list("MODERATION_TELEGRAM_CHATS", default=[])
+if _bad_chats := [c for c in MODERATION_TELEGRAM_CHATS if not (c.lstrip("-").isdigit() or c.startswith("@"))]:
+    raise ImproperlyConfigured(f"MODERATION_TELEGRAM_CHATS holds chat ids or @usernames, not {_bad_chats}")
+
+# --- moderation engine --------------------------------------------------------------------------------------
+# A message's combined score (0-1) at or above the remove threshold is removed, at or above the review threshold
+# queued for an operator. The classifier fires from its minimum score up.
+MODERATION_REMOVE_THRESHOLD = env.float("MODERATION_REMOVE_THRESHOLD", default=0.85)
+MODERATION_REVIEW_THRESHOLD = env.float("MODERATION_REVIEW_THRESHOLD", default=0.6)
+MODERATION_CLASSIFIER_MIN_SCORE = env.float("MODERATION_CLASSIFIER_MIN_SCORE", default=0.4)
+if not 0 < MODERATION_REVIEW_THRESHOLD <= MODERATION_REMOVE_THRESHOLD <= 1:
+    raise ImproperlyConfigured(
+        "moderation thresholds need 0 < MODERATION_REVIEW_THRESHOLD <= MODERATION_REMOVE_THRESHOLD <= 1"
+    )
+# Someone counts as new for this long after joining, and for their first messages whatever their join date.
+MODERATION_NEW_MEMBER_HOURS = env.float("MODERATION_NEW_MEMBER_HOURS", default=24.0)
+MODERATION_NEW_MEMBER_MESSAGES = env.int("MODERATION_NEW_MEMBER_MESSAGES", default=3)
+# Built-in limits besides the operators' rules (0 turns one off): more than N messages in T seconds per author,
+# and the same text from N people within an hour.
+MODERATION_FLOOD_MESSAGES = env.int("MODERATION_FLOOD_MESSAGES", default=8)
+MODERATION_FLOOD_SECONDS = env.int("MODERATION_FLOOD_SECONDS", default=10)
+MODERATION_DUPLICATE_AUTHORS = env.int("MODERATION_DUPLICATE_AUTHORS", default=3)
+# Names nobody may look like, besides X_HANDLE, TELEGRAM_LOGIN_BOT_USERNAME and the staff's own identities.
+MODERATION_PROTECTED_NAMES = [
+    n.strip() for n in env.list("MODERATION_PROTECTED_NAMES", default=["CoinLink"]) if n.strip()
+]
+# The drainer-domain feed: an http(s) URL, or a file (relative paths from the project root); the project's seed
+# list (fixtures/moderation/drainer_domains.txt) is always loaded too.
+MODERATION_DRAINER_FEED = env.str(
+    "MODERATION_DRAINER_FEED", default="fixtures/moderation/drainer_domains.txt"
+)
+MODERATION_DRAINER_FEED_TIMEOUT_SECONDS = env.float("MODERATION_DRAINER_FEED_TIMEOUT_SECONDS", default=15.0)
+# How often a process looks for new labels and rule changes (seconds; the shared cache carries a version).
+MODERATION_REFRESH_SECONDS = env.float("MODERATION_REFRESH_SECONDS", default=2.0)
+# A full retraining counts an operator's or appeal's label this many times a seed example.
+MODERATION_LABEL_WEIGHT = env.float("MODERATION_LABEL_WEIGHT", default=5.0)
+# Ask the LLM (LLM_BACKEND) about borderline messages only; never needed, off by default.
+MODERATION_LLM_CONFIRM = env.bool("MODERATION_LLM_CONFIRM", default=False)

@@ -13,6 +13,7 @@ urlpatterns = [
     path("bots/", include("apps.bots.urls")),
     path("dashboard/", include("apps.dashboard.urls")),
     path("health/", core_views.health, name="health"),
+    path("metrics", core_views.metrics, name="metrics"),
 ]
 
 if settings.DEBUG:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from django.contrib.staticfiles import finders
@@ -112,3 +113,90 @@ def test_redoc_is_served_from_local_static_files(client: Client) -> None:
     assert remote == []
     assert "http://" not in html
     assert "https://" not in html
+
+
+def _operations(schema: dict[str, object]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    paths = schema["paths"]
+    assert isinstance(paths, dict)
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            yield path, method, operation
+
+
+ERROR_BODY = {"application/json": {"schema": {"$ref": "#/components/schemas/ApiError"}}}
+
+
+def test_schema_declares_the_errors_every_operation_can_give(client: Client) -> None:
+    schema = _schema(client)
+
+    declared = {
+        f"{method.upper()} {path}": sorted(op["responses"]) for path, method, op in _operations(schema)
+    }
+
+    # 403: refused credentials (a wrong token reaches every operation) or permissions; 429: the rate limits and
+    # the failed-token lockout; 404 on the lists: a page that does not exist; 415: a body that is not JSON.
+    assert declared == {
+        "GET /api/v1/insights/": ["200", "400", "403", "404", "429"],
+        "GET /api/v1/insights/{id}/": ["200", "403", "404", "429"],
+        "GET /api/v1/published-content/": ["200", "400", "403", "404", "429"],
+        "GET /api/v1/published-content/{id}/": ["200", "403", "404", "429"],
+        "GET /api/v1/me/": ["200", "403", "429"],
+        "PATCH /api/v1/me/": ["200", "400", "403", "415", "429"],
+        "GET /api/v1/exclusive/": ["200", "403", "404", "429"],
+        "GET /api/v1/exclusive/{slug}/": ["200", "403", "404", "429"],
+        "GET /api/v1/kpis/": ["200", "400", "403", "429"],
+    }
+    for path, method, operation in _operations(schema):
+        responses = operation["responses"]
+        assert isinstance(responses, dict)
+        for status, response in responses.items():
+            if status.startswith("4"):
+                assert response["content"] == ERROR_BODY, (method, path, status)
+                assert response["description"], (method, path, status)
+        assert responses["429"]["headers"]["Retry-After"]["schema"] == {"type": "integer", "minimum": 0}
+
+
+def test_schema_describes_the_error_format(client: Client) -> None:
+    components: Any = _schema(client)["components"]
+    schemas = components["schemas"]
+
+    assert schemas["ApiError"] == {
+        "type": "object",
+        "properties": {"error": {"$ref": "#/components/schemas/ApiErrorBody"}},
+        "required": ["error"],
+    }
+    assert schemas["ApiErrorBody"]["required"] == ["code", "detail", "message", "status"]
+    assert {name: prop.get("type") for name, prop in schemas["ApiErrorBody"]["properties"].items()} == {
+        "status": "integer",
+        "code": "string",
+        "message": "string",
+        "detail": None,  # any JSON: null, or the per-field messages of a validation error
+    }
+
+
+def test_schema_says_an_empty_query_parameter_counts_as_absent(client: Client) -> None:
+    schema = _schema(client)
+
+    query = {
+        (f"{method.upper()} {path}", parameter["name"]): parameter
+        for path, method, operation in _operations(schema)
+        for parameter in operation.get("parameters", [])
+        if parameter["in"] == "query"
+    }
+
+    assert sorted(query) == [
+        ("GET /api/v1/exclusive/", "page"),
+        ("GET /api/v1/insights/", "min_confidence"),
+        ("GET /api/v1/insights/", "page"),
+        ("GET /api/v1/insights/", "symbol"),
+        ("GET /api/v1/insights/", "type"),
+        ("GET /api/v1/kpis/", "period"),
+        ("GET /api/v1/published-content/", "page"),
+        ("GET /api/v1/published-content/", "platform"),
+    ]
+    for key, parameter in query.items():
+        assert parameter["allowEmptyValue"] is True, key
+        assert parameter["description"].endswith(
+            "An empty value is the same as leaving the parameter out."
+        ), key
+    assert query[("GET /api/v1/insights/", "page")]["schema"] == {"type": "integer", "minimum": 1}

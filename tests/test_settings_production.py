@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -29,13 +30,21 @@ def production_env(tmp_path: Path) -> dict[str, str]:
             "DATABASE_URL": f"sqlite:///{tmp_path / 'production.sqlite3'}",
             # Asked for and ignored: production never runs with DEBUG on.
             "DEBUG": "true",
-            # Dummies: nothing here calls Stripe, but production refuses to start without them.
-            "STRIPE_SECRET_KEY": "sk_test_" + secrets.token_hex(12),
+            # Dummies: nothing here calls Stripe, but production refuses to start without them (and refuses
+            # test-mode keys). Assembled, so no scanner takes a dummy for a leaked key.
+            "STRIPE_SECRET_KEY": "sk_" + "live_" + secrets.token_hex(12),
             "STRIPE_WEBHOOK_SECRET": "whsec_" + secrets.token_hex(16),
         }
     )
     # Knobs that loosen the hardening keep their defaults here: the defaults are what these tests pin down.
-    for knob in ("SECURE_SSL_REDIRECT", "SECURE_HSTS_SECONDS", "LOG_FORMAT"):
+    for knob in (
+        "SECURE_SSL_REDIRECT",
+        "SECURE_HSTS_SECONDS",
+        "LOG_FORMAT",
+        "STRIPE_ALLOW_TEST_KEYS",
+        "STRIPE_PUBLISHABLE_KEY",
+        "API_DOCS_PUBLIC",
+    ):
         env.pop(knob, None)
     return env
 
@@ -69,6 +78,8 @@ def test_production_hardening_is_on(production_env: dict[str, str]) -> None:
         "SECURE_REDIRECT_EXEMPT",
         "SECURE_HSTS_SECONDS",
         "LOG_FORMAT",
+        "API_DOCS_PUBLIC",
+        "STRIPE_ALLOW_TEST_KEYS",
     ]
     script = (
         "import json; from django.conf import settings; "
@@ -85,10 +96,12 @@ def test_production_hardening_is_on(production_env: dict[str, str]) -> None:
         "SESSION_COOKIE_SECURE": True,
         "CSRF_COOKIE_SECURE": True,
         "SECURE_SSL_REDIRECT": True,
-        # Only the health report answers over plain HTTP, for probes that call the process directly.
-        "SECURE_REDIRECT_EXEMPT": ["^health/$"],
+        # The health report and the metrics answer over plain HTTP, for probes and scrapers that call a process directly.
+        "SECURE_REDIRECT_EXEMPT": ["^health/$", "^metrics$"],
         "SECURE_HSTS_SECONDS": 31536000,
         "LOG_FORMAT": "json",
+        "API_DOCS_PUBLIC": False,
+        "STRIPE_ALLOW_TEST_KEYS": False,
     }
 
 
@@ -111,6 +124,82 @@ def test_refuses_a_short_secret_key(production_env: dict[str, str]) -> None:
     assert result.returncode != 0
     assert "ImproperlyConfigured" in result.stderr
     assert "SECRET_KEY" in result.stderr
+
+
+def test_refuses_the_development_secret_key_committed_in_settings(production_env: dict[str, str]) -> None:
+    committed = re.search(
+        r'"(dev-insecure-[0-9a-f]+)"', (PROJECT_ROOT / "coinlink" / "settings.py").read_text()
+    )
+    assert committed is not None
+    production_env["SECRET_KEY"] = committed[1]
+
+    result = _manage(production_env, "check")
+
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert "production refuses the development SECRET_KEY" in result.stderr
+
+
+def test_refuses_allowed_hosts_star(production_env: dict[str, str]) -> None:
+    production_env["ALLOWED_HOSTS"] = f"{HOST},*"
+
+    result = _manage(production_env, "check")
+
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert "production refuses ALLOWED_HOSTS=*" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("STRIPE_SECRET_KEY", "sk_test_" + "0" * 24),
+        ("STRIPE_SECRET_KEY", "rk_test_" + "0" * 24),
+        ("STRIPE_PUBLISHABLE_KEY", "pk_test_" + "0" * 24),
+    ],
+    ids=["secret", "restricted", "publishable"],
+)
+def test_refuses_stripe_test_keys(production_env: dict[str, str], name: str, value: str) -> None:
+    production_env[name] = value
+
+    result = _manage(production_env, "check")
+
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert f"{name} is a Stripe test-mode key" in result.stderr
+    assert "STRIPE_ALLOW_TEST_KEYS" in result.stderr
+
+
+def test_stripe_test_keys_when_a_test_mode_deployment_is_meant(production_env: dict[str, str]) -> None:
+    production_env["STRIPE_SECRET_KEY"] = "sk_test_" + "0" * 24
+    production_env["STRIPE_ALLOW_TEST_KEYS"] = "true"
+
+    result = _manage(production_env, "check")
+
+    assert result.returncode == 0, result.stderr
+
+
+def test_refuses_a_webhook_secret_that_is_no_signing_secret(production_env: dict[str, str]) -> None:
+    production_env["STRIPE_WEBHOOK_SECRET"] = secrets.token_hex(16)
+
+    result = _manage(production_env, "check")
+
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert "STRIPE_WEBHOOK_SECRET must be the endpoint's signing secret" in result.stderr
+
+
+def test_the_api_schema_and_docs_are_staff_only(production_env: dict[str, str]) -> None:
+    script = (
+        "import json; from django.test import Client; c = Client(); "
+        f"print(json.dumps([c.get(u, HTTP_HOST='{HOST}', secure=True).status_code "
+        "for u in ['/api/schema/', '/api/docs/', '/api/redoc/']]))"
+    )
+
+    result = _manage(production_env, "shell", "-c", script)
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == [403, 403, 403]
 
 
 def test_refuses_to_start_without_allowed_hosts(production_env: dict[str, str]) -> None:

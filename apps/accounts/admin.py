@@ -9,10 +9,13 @@ from django.contrib.auth.forms import AdminUserCreationForm
 from django.contrib.auth.forms import UserChangeForm as DjangoUserChangeForm
 from django.core.exceptions import ValidationError
 
+from apps.accounts.admin_login import admin_login_limited
 from apps.accounts.models import User
 
 # Members connect Discord for identity only; no OAuth tokens are stored, so their admin would be an empty page.
 admin.site.unregister(SocialToken)
+# Before the URLconf is built (admin autodiscovery runs first), so the admin's login route is the limited one.
+admin.site.login = admin_login_limited(admin.site.login)  # type: ignore[method-assign,assignment]
 
 
 class UserCreationForm(AdminUserCreationForm):

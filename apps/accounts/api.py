@@ -18,6 +18,7 @@ from apps.accounts.services import user_update_display_name
 from apps.billing.models import Entitlement, Plan, Subscription
 from apps.billing.selectors import entitlement_list_active, member_access_state, subscription_get_latest
 from apps.community.models import PlatformIdentity
+from apps.core.api import JSONParser
 
 DISPLAY_NAME_MAX_LENGTH = User._meta.get_field("display_name").max_length
 # The values of billing's member_access_state, "anonymous" aside: /me/ always has a member.
@@ -106,10 +107,20 @@ class MeSerializer(serializers.Serializer[Profile]):
     )
 
 
+class StrictCharField(serializers.CharField):
+    """A CharField that takes only strings: DRF's turns a JSON number or true into text, so ``{"display_name": 0}``
+    would rename the member "0" although the schema says the field is a string."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class MeUpdateSerializer(serializers.Serializer[dict[str, Any]]):
     """The one field a member may change here; anything else in the body is refused, not ignored."""
 
-    display_name = serializers.CharField(required=False, allow_blank=True, max_length=DISPLAY_NAME_MAX_LENGTH)
+    display_name = StrictCharField(required=False, allow_blank=True, max_length=DISPLAY_NAME_MAX_LENGTH)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         unknown = sorted(set(self.initial_data) - set(self.fields))
@@ -126,6 +137,9 @@ class MeView(APIView):
     """The authenticated member's own profile. Never public: it shows billing state."""
 
     permission_classes = [IsAuthenticated]
+    # JSON only: one text field needs no forms, and a multipart body the parser cannot read would pass for an
+    # empty, valid change.
+    parser_classes = [JSONParser]
     http_method_names = ["get", "patch", "head", "options"]
 
     @extend_schema(summary="Get my profile", responses={200: MeSerializer, 403: _NOT_AUTHENTICATED})

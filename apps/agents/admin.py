@@ -18,10 +18,12 @@ from django.utils.timesince import timesince
 
 from apps.agents import registry
 from apps.agents.base import BaseAgent
+from apps.agents.deferred import deferred_tasks_run_now
 from apps.agents.models import (
     AgentConfig,
     AgentRun,
     AgentRunStatus,
+    DeferredTask,
     PerformanceSnapshot,
     PipelineRun,
     RunTrigger,
@@ -334,3 +336,52 @@ class PerformanceSnapshotAdmin(ReadOnlyAdmin):
     @admin.display(description="details")
     def details_pretty(self, obj: PerformanceSnapshot) -> SafeString:
         return pretty_json(obj.details)
+
+
+@admin.register(DeferredTask)
+class DeferredTaskAdmin(ReadOnlyAdmin):
+    """Task calls the embedded default keeps for later (retries after their backoff, webhook processing): when
+    each is due, which attempt it is and why the last one failed. With a broker, Celery keeps these instead."""
+
+    list_display = ("task_name", "args", "status", "eta", "attempt", "last_error_excerpt", "updated_at")
+    list_filter = ("status", "task_name")
+    search_fields = ("task_name", "last_error")
+    date_hierarchy = "eta"
+    show_full_result_count = False
+    fields = (
+        "task_name",
+        "args",
+        "kwargs",
+        "status",
+        "eta",
+        "attempt",
+        "locked_until",
+        "created_at",
+        "updated_at",
+        "last_error_pretty",
+    )
+    readonly_fields = ("attempt", "created_at", "updated_at", "last_error_pretty")
+    actions = ("run_now",)
+
+    @admin.display(description="attempt", ordering="retries")
+    def attempt(self, obj: DeferredTask) -> int:
+        return obj.retries + 1
+
+    @admin.display(description="last error")
+    def last_error_excerpt(self, obj: DeferredTask) -> str:
+        return truncatechars(obj.last_error, 80)
+
+    @admin.display(description="last error")
+    def last_error_pretty(self, obj: DeferredTask) -> SafeString:
+        return preformatted(obj.last_error)
+
+    @admin.action(description="Run selected calls now (pending or failed)", permissions=["run"])
+    def run_now(self, request: HttpRequest, queryset: QuerySet[DeferredTask]) -> None:
+        ids = list(queryset.values_list("pk", flat=True))
+        moved = deferred_tasks_run_now(row_ids=ids)
+        self.message_user(
+            request, f"{moved} of {len(ids)} selected calls are due now; the rest are running or done."
+        )
+
+    def has_run_permission(self, request: HttpRequest) -> bool:
+        return bool(request.user.has_perm("agents.change_deferredtask"))

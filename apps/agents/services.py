@@ -33,7 +33,7 @@ from django_celery_beat.models import CrontabSchedule, PeriodicTask
 from apps.agents import orchestrator, registry, scheduler, selectors
 from apps.agents.base import AgentContext, AgentResult, BaseAgent
 from apps.agents.models import AgentConfig, AgentRun, AgentRunStatus, PipelineRun, RunTrigger
-from apps.core import live
+from apps.core import live, metrics
 from apps.core.live import DASHBOARD_GROUP
 from apps.core.resilience import CircuitBreaker, CircuitOpenError, RateLimited, RetryPolicy, TransientError
 
@@ -185,11 +185,13 @@ def _run_payload(run: AgentRun) -> dict[str, Any]:
 
 
 def _announce_run(run: AgentRun, **extra: Any) -> None:
+    metrics.agent_run_changed(agent=run.agent_name, status=run.status, duration_ms=run.duration_ms)
     live.broadcast(DASHBOARD_GROUP, "agent_run", {**_run_payload(run), **extra})
     agent_run_changed.send(sender=AgentRun, run=run)
 
 
 def _announce_pipeline(pipeline: PipelineRun) -> None:
+    metrics.pipeline_run_changed(status=pipeline.status)
     payload = {
         "id": pipeline.pk,
         "name": pipeline.name,
@@ -306,13 +308,16 @@ def _skip_reason(run: AgentRun, agent: type[BaseAgent], config: AgentConfig | No
     return None
 
 
-def _recover_stale(agent: type[BaseAgent], *, now: dt.datetime, current: AgentRun) -> None:
+def _recover_stale(agent: type[BaseAgent], *, now: dt.datetime, current: AgentRun | None) -> int:
     """Fail the runs a killed worker left 'running': no run outlives the hard time limit, so one that has is
-    not running any more, and it would otherwise hold the agent's flight for ever."""
+    not running any more, and it would otherwise hold the agent's flight for ever. Returns how many."""
     _, hard = orchestrator.time_limits(agent)
     stale = AgentRun.objects.filter(
         agent_name=agent.name, status=AgentRunStatus.RUNNING, started_at__lt=now - dt.timedelta(seconds=hard)
-    ).exclude(pk=current.pk)
+    )
+    if current is not None:
+        stale = stale.exclude(pk=current.pk)
+    recovered_count = 0
     for run in stale:
         assert run.started_at is not None
         elapsed = now - run.started_at
@@ -328,7 +333,37 @@ def _recover_stale(agent: type[BaseAgent], *, now: dt.datetime, current: AgentRu
             ),
         )
         if recovered is not None:
+            recovered_count += 1
             logger.warning("agent run #%s of %s was abandoned; marked failed", run.pk, agent.name)
+            if run.pipeline_run_id is not None:
+                # Its pipeline's canvas waited for this run's task, which is gone.
+                pipeline_run_abort(pipeline_run_id=run.pipeline_run_id, reason=f"{agent.name}: abandoned")
+    return recovered_count
+
+
+def agent_runs_recover_abandoned(*, now: dt.datetime | None = None) -> int:
+    """The periodic sweep (beat, ``agents.recover_abandoned_runs``): every agent's runs left 'running' past
+    its hard time limit are failed as abandoned, without waiting for the agent's next start. A worker lost
+    mid-run gets its message back first (late acknowledgement) and takes its run over; this catches the runs
+    whose message is gone for good. Returns how many it failed.
+
+    Not on the embedded default: there runs have no time limit (nothing can stop a thread), so a long run
+    past the limit is still working; a run a restart left behind is failed at its agent's next start, and a
+    deferred retry's lease brings its attempt back."""
+    if settings.AGENTS_RUN_IN_PROCESS:
+        return 0
+    now = now or timezone.now()
+    names = set(
+        AgentRun.objects.filter(status=AgentRunStatus.RUNNING).values_list("agent_name", flat=True).distinct()
+    )
+    recovered = 0
+    for name in sorted(names):
+        try:
+            agent = registry.get(name)
+        except registry.UnknownAgent:
+            continue
+        recovered += _recover_stale(agent, now=now, current=None)
+    return recovered
 
 
 class _Flight(enum.Enum):

@@ -15,7 +15,8 @@ from celery import Task, shared_task
 from celery.exceptions import TimeLimitExceeded, WorkerLostError
 
 from apps.agents import services
-from apps.agents.models import RunTrigger
+from apps.agents.deferred import task_give_up_deferred, task_retry_deferred
+from apps.agents.models import AgentRun, AgentRunStatus, RunTrigger
 
 
 def _record_task_failure(
@@ -46,11 +47,24 @@ def execute_agent_run(self: Task, run_id: int) -> str:
     while True:
         outcome = services.agent_run_execute(run_id=run_id, task_id=self.request.id or "", attempt=attempt)
         if outcome.retry_in is None:
+            if outcome.status == AgentRunStatus.FAILED:
+                # Its attempts ran out (when it ran from a deferred call, that row says so too).
+                task_give_up_deferred(self, error=f"agent run #{run_id} failed")
             return outcome.status
         if not self.request.is_eager:
             raise self.retry(countdown=outcome.retry_in)
-        # Eagerly (the embedded default) Celery would retry at once, or, with task_eager_propagates, hand the
-        # Retry to the caller; so the task sits out the backoff (or the platform's wait) and tries again.
+        # Eagerly Celery would retry at once, or, with task_eager_propagates, hand the Retry to the caller.
+        # The embedded runtime keeps the next attempt as a deferred call (the run stays retrying, its next
+        # attempt's time in deferred_tasks), so its one worker thread goes on to other work. A run inside a
+        # pipeline is the exception: the eager canvas starts the next level as soon as this task returns,
+        # and its dependants must see how the retries end (as a chord waits for them with a broker).
+        run = AgentRun.objects.only("pipeline_run_id", "error").get(pk=run_id)
+        if run.pipeline_run_id is None and task_retry_deferred(
+            self, countdown=outcome.retry_in, error=run.error
+        ):
+            return outcome.status
+        # Elsewhere (a pipeline, ``run_pipeline --once``, the tests) the task sits out the backoff (or the
+        # platform's wait) and tries again.
         time.sleep(outcome.retry_in)
         attempt += 1
 
@@ -65,6 +79,12 @@ def run_agent(agent_name: str, trigger: str = RunTrigger.SCHEDULE) -> int:
 def run_pipeline(agent_names: list[str] | None = None, trigger: str = RunTrigger.SCHEDULE) -> int:
     """Beat's entry for a pipeline schedule: every registered agent unless ``agent_names`` says otherwise."""
     return services.pipeline_run_start(agent_names=agent_names, trigger=trigger).pk
+
+
+@shared_task(name="agents.recover_abandoned_runs")
+def recover_abandoned_runs() -> int:
+    """Periodic (CELERY_BEAT_SCHEDULE): fail the runs a lost worker left running past their time limit."""
+    return services.agent_runs_recover_abandoned()
 
 
 @shared_task

@@ -151,6 +151,10 @@ class StripeEvent(models.Model):
     attempts = models.PositiveSmallIntegerField(default=0)
     received_at = models.DateTimeField(auto_now_add=True)
     processed_at = models.DateTimeField(null=True, blank=True)
+    # Who moved it to processing, and when: a redelivery of that same task takes a row its lost worker left
+    # processing over, and the periodic sweep puts back one left there past any task's time limit.
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    claimed_by = models.CharField(max_length=255, blank=True, help_text="Celery task id of the last claim")
     error = models.TextField(blank=True)
 
     class Meta:

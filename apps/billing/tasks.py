@@ -9,8 +9,13 @@ from typing import Any
 from celery import Task, shared_task
 from django.utils import timezone
 
+from apps.agents.deferred import DeferrableTask, task_give_up_deferred, task_retry_deferred
 from apps.billing.services.entitlements import entitlement_mark_sync_failed, entitlements_expire_due
-from apps.billing.services.webhooks import stripe_event_mark_failed, stripe_event_process
+from apps.billing.services.webhooks import (
+    stripe_event_mark_failed,
+    stripe_event_process,
+    stripe_events_recover_abandoned,
+)
 from apps.core.resilience import PermanentError, RateLimited, RetryPolicy, TransientError
 
 logger = logging.getLogger(__name__)
@@ -24,34 +29,48 @@ PLATFORM_SYNC_BACKOFF = RetryPolicy(max_attempts=9, base_delay=30, max_delay=360
 def _retry(task: Task, policy: RetryPolicy, exc: TransientError, *args: Any) -> Any:
     """Try again later, with jittered exponential backoff (and no sooner than a platform asked us to wait).
 
-    Run eagerly (the embedded default: no worker will come back later) Celery would hand the retry to the
-    caller as an exception; the next attempt runs at once instead."""
-    if task.request.is_eager:
-        return task.apply(args=args, retries=task.request.retries + 1).result
+    With a broker, Celery's countdown retry. Run eagerly by the embedded runtime (no broker to keep the
+    message), the next attempt is kept in ``deferred_tasks`` for the same wait and this attempt ends here.
+    Run eagerly anywhere else (a one-off command, the tests: nothing would come back for a deferred call), the
+    next attempt runs at once."""
     wait = policy.delay(task.request.retries + 1)
     if isinstance(exc, RateLimited):
         wait = max(wait, exc.retry_after)
+    if task.request.is_eager:
+        if task_retry_deferred(task, countdown=wait, error=str(exc)):
+            return None
+        return task.apply(args=args, retries=task.request.retries + 1).result
     raise task.retry(exc=exc, countdown=wait) from exc
 
 
+# DeferrableTask: on the embedded default the call is kept as a deferred task and run by the in-process
+# poller, so a webhook is answered once stored and a restart loses no processing or sync.
 @shared_task(
-    bind=True, name="billing.process_stripe_event", max_retries=STRIPE_EVENT_BACKOFF.max_attempts - 1
+    bind=True,
+    base=DeferrableTask,
+    name="billing.process_stripe_event",
+    max_retries=STRIPE_EVENT_BACKOFF.max_attempts - 1,
 )
 def process_stripe_event(self: Task, event_id: int) -> str | None:
     try:
-        return stripe_event_process(event_id=event_id)
+        return stripe_event_process(event_id=event_id, task_id=self.request.id or "")
     except TransientError as exc:
         if self.request.retries >= self.max_retries:
-            stripe_event_mark_failed(
-                event_id=event_id, error=f"gave up after {self.request.retries + 1} attempts: {exc}"
-            )
+            error = f"gave up after {self.request.retries + 1} attempts: {exc}"
+            stripe_event_mark_failed(event_id=event_id, error=error)
+            task_give_up_deferred(self, error=error)
             logger.error("stripe event %s: retries exhausted: %s", event_id, exc)
             return None
         result: str | None = _retry(self, STRIPE_EVENT_BACKOFF, exc, event_id)
         return result
 
 
-@shared_task(bind=True, name="billing.sync_entitlement", max_retries=PLATFORM_SYNC_BACKOFF.max_attempts - 1)
+@shared_task(
+    bind=True,
+    base=DeferrableTask,
+    name="billing.sync_entitlement",
+    max_retries=PLATFORM_SYNC_BACKOFF.max_attempts - 1,
+)
 def sync_entitlement(self: Task, entitlement_id: int) -> None:
     """Make Discord or Telegram agree with the ledger about one entitlement's user and key."""
     # Imported on use: the platform sync brings in the Discord and Telegram clients, which nothing else
@@ -62,13 +81,13 @@ def sync_entitlement(self: Task, entitlement_id: int) -> None:
         entitlement_sync_to_platform(entitlement_id=entitlement_id)
     except PermanentError as exc:
         entitlement_mark_sync_failed(entitlement_id=entitlement_id, error=str(exc))
+        task_give_up_deferred(self, error=str(exc))
         logger.error("entitlement %s: platform refused the sync: %s", entitlement_id, exc)
     except TransientError as exc:
         if self.request.retries >= self.max_retries:
-            entitlement_mark_sync_failed(
-                entitlement_id=entitlement_id,
-                error=f"gave up after {self.request.retries + 1} attempts: {exc}",
-            )
+            error = f"gave up after {self.request.retries + 1} attempts: {exc}"
+            entitlement_mark_sync_failed(entitlement_id=entitlement_id, error=error)
+            task_give_up_deferred(self, error=error)
             logger.error("entitlement %s: platform sync retries exhausted: %s", entitlement_id, exc)
             return
         _retry(self, PLATFORM_SYNC_BACKOFF, exc, entitlement_id)
@@ -78,3 +97,9 @@ def sync_entitlement(self: Task, entitlement_id: int) -> None:
 def expire_entitlements() -> int:
     """Periodic (CELERY_BEAT_SCHEDULE): take ended platform entitlements off Discord and Telegram."""
     return entitlements_expire_due(now=timezone.now())
+
+
+@shared_task(name="billing.recover_stripe_events")
+def recover_stripe_events() -> int:
+    """Periodic (CELERY_BEAT_SCHEDULE): queue again the events a lost worker left processing."""
+    return stripe_events_recover_abandoned()

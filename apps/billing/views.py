@@ -9,6 +9,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from apps.billing.services.webhooks import StripeWebhookRejected, stripe_event_ingest
+from apps.core import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -22,5 +23,6 @@ def stripe_webhook(request: HttpRequest) -> JsonResponse:
         )
     except StripeWebhookRejected as exc:
         logger.warning("stripe webhook rejected: %s", exc)
+        metrics.stripe_webhook_received(outcome="rejected")
         return JsonResponse({"error": "invalid Stripe webhook"}, status=400)
     return JsonResponse({"received": True, "id": event.stripe_id})

@@ -5,10 +5,20 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.db import models
+from django.db.models import QuerySet
+from django.http import HttpRequest
 from django.template.defaultfilters import truncatechars
 from django.utils.safestring import SafeString
 
-from apps.content.models import ContentDraft, ContentPlan, ExclusiveContent, Media, PublishedContent
+from apps.content.models import (
+    ContentDraft,
+    ContentPlan,
+    DraftStatus,
+    ExclusiveContent,
+    Media,
+    PublishedContent,
+)
+from apps.content.selectors import content_draft_waiting_count
 from apps.content.services import (
     content_draft_approve,
     content_draft_reject,
@@ -56,6 +66,22 @@ class ContentPlanAdmin(SelectRelatedAdmin):
         return pretty_json(obj.weights)
 
 
+class WaitingForApprovalFilter(admin.SimpleListFilter):
+    """First in the sidebar, with the count: the drafts an operator has to approve or reject (production
+    approves none by itself, CONTENT_AUTO_APPROVE_PLATFORMS)."""
+
+    title = "approval"
+    parameter_name = "waiting"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("yes", f"Waiting for approval ({content_draft_waiting_count()})")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[ContentDraft]) -> QuerySet[ContentDraft]:
+        if self.value() == "yes":
+            return queryset.filter(status=DraftStatus.PENDING_REVIEW)
+        return queryset
+
+
 @admin.register(ContentDraft)
 class ContentDraftAdmin(SelectRelatedAdmin):
     list_display = (
@@ -69,7 +95,7 @@ class ContentDraftAdmin(SelectRelatedAdmin):
         "created_at",
     )
     list_select_related = ("plan", "variant__test", "approved_by")
-    list_filter = ("status", "platform", "format", "generator")
+    list_filter = (WaitingForApprovalFilter, "status", "platform", "format", "generator")
     search_fields = ("body", "plan__topic")
     date_hierarchy = "created_at"
     autocomplete_fields = ("plan", "image", "variant")

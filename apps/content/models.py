@@ -174,6 +174,8 @@ class ContentDraft(TimeStampedModel):
     approved_at = models.DateTimeField(null=True, blank=True)
     publish_attempts = models.PositiveSmallIntegerField(default=0)
     last_error = models.TextField(blank=True)
+    # When operators were told this draft waits for their approval (one digest covers every new one).
+    waiting_announced_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         db_table = "content_drafts"

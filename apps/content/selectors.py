@@ -309,3 +309,13 @@ def exclusive_content_announced_platforms(*, content_id: int) -> set[str]:
     return set(
         PublishedContent.objects.filter(exclusive_content_id=content_id).values_list("platform", flat=True)
     )
+
+
+def content_draft_waiting_list() -> QuerySet[ContentDraft]:
+    """Drafts waiting for an operator's approval (platforms not in CONTENT_AUTO_APPROVE_PLATFORMS), oldest
+    first: the order an operator works through them."""
+    return ContentDraft.objects.filter(status=DraftStatus.PENDING_REVIEW).order_by("created_at", "id")
+
+
+def content_draft_waiting_count() -> int:
+    return content_draft_waiting_list().count()

@@ -8,10 +8,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.core.files.base import ContentFile
+from django.core.mail import EmailMessage, get_connection
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.db.models.functions import Coalesce, Greatest
+from django.urls import reverse
 from django.utils import timezone
 
 from apps.accounts.models import User
@@ -27,6 +30,9 @@ from apps.content.models import (
     PlanStatus,
     PublishedContent,
 )
+from apps.content.selectors import content_draft_waiting_list
+from apps.core import live
+from apps.core.live import DASHBOARD_GROUP
 from apps.integrations.types import PublishResult
 from apps.market.models import Insight, InsightStatus
 
@@ -45,6 +51,57 @@ def content_draft_reject(*, draft_ids: Iterable[int]) -> int:
     return ContentDraft.objects.filter(pk__in=list(draft_ids), status=DraftStatus.PENDING_REVIEW).update(
         status=DraftStatus.REJECTED, updated_at=timezone.now()
     )
+
+
+# Drafts listed by name in one digest email; the rest are counted.
+DIGEST_MAX_LISTED = 20
+
+
+def content_drafts_announce_waiting(*, now: dt.datetime | None = None) -> int:
+    """Tell the operators, once, about drafts that began waiting for their approval since the last digest: one
+    ``drafts_waiting`` event on the live dashboard and one email to each active staff member with an address,
+    however many drafts there are. Returns how many drafts this digest announced (0: nothing new, nothing
+    sent). Periodic (beat, ``content.announce_waiting_drafts``).
+
+    The drafts are marked in the same transaction that sends, so a failed send is tried again at the next
+    tick, and two ticks at once announce each draft once (``skip_locked``)."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        new = list(
+            content_draft_waiting_list()
+            .filter(waiting_announced_at__isnull=True)
+            .select_for_update(skip_locked=True, of=("self",))
+            .only("id", "platform", "body", "created_at")
+        )
+        if not new:
+            return 0
+        waiting = content_draft_waiting_list().count()
+        ContentDraft.objects.filter(pk__in=[draft.pk for draft in new]).update(waiting_announced_at=now)
+        url = (
+            reverse("admin:content_contentdraft_changelist") + f"?status__exact={DraftStatus.PENDING_REVIEW}"
+        )
+        _email_staff_waiting_drafts(new, waiting=waiting, url=settings.SITE_URL.rstrip("/") + url)
+    live.broadcast(DASHBOARD_GROUP, "drafts_waiting", {"waiting": waiting, "new": len(new), "url": url})
+    return len(new)
+
+
+def _email_staff_waiting_drafts(new: list[ContentDraft], *, waiting: int, url: str) -> None:
+    recipients = list(
+        User.objects.filter(is_staff=True, is_active=True).exclude(email="").values_list("email", flat=True)
+    )
+    if not recipients:
+        return
+    noun = "draft waits" if len(new) == 1 else "drafts wait"
+    subject = f"{settings.ACCOUNT_EMAIL_SUBJECT_PREFIX}{len(new)} new {noun} for your approval"
+    lines = [f"{len(new)} new {noun} for approval ({waiting} waiting in all):", ""]
+    lines += [f"- {draft.get_platform_display()}: {draft.body[:100]}" for draft in new[:DIGEST_MAX_LISTED]]
+    if len(new) > DIGEST_MAX_LISTED:
+        lines.append(f"- and {len(new) - DIGEST_MAX_LISTED} more")
+    lines += ["", f"Approve or reject them in the admin: {url}"]
+    body = "\n".join(lines)
+    # One message per operator: no operator sees the others' addresses.
+    messages = [EmailMessage(subject, body, settings.DEFAULT_FROM_EMAIL, [email]) for email in recipients]
+    get_connection(fail_silently=False).send_messages(messages)
 
 
 def exclusive_content_publish(*, content_ids: Iterable[int]) -> int:

@@ -1,4 +1,5 @@
-"""The operator admin's branding, the pieces every app's admin shares, and the circuit breakers."""
+"""The operator admin's branding, the pieces every app's admin shares, the circuit breakers and the
+processes' heartbeats."""
 
 from __future__ import annotations
 
@@ -6,14 +7,16 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest
+from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from apps.core.models import CircuitBreakerState
+from apps.core.models import CircuitBreakerState, Heartbeat
 from apps.core.services import circuit_breaker_reset
 
 admin.site.site_header = "CoinLink operations"
@@ -141,3 +144,38 @@ class CircuitBreakerStateAdmin(ReadOnlyAdmin):
 
     def has_reset_permission(self, request: HttpRequest) -> bool:
         return bool(request.user.has_perm("core.change_circuitbreakerstate"))
+
+
+def heartbeat_state(obj: Heartbeat, *, now: Any = None) -> str:
+    """``alive``, ``stale`` (silent for longer than HEARTBEAT_STALE_SECONDS: lost, or hung) or ``stopped``."""
+    if obj.stopped_at is not None:
+        return "stopped"
+    age = ((now or timezone.now()) - obj.last_seen).total_seconds()
+    return "alive" if age <= settings.HEARTBEAT_STALE_SECONDS else "stale"
+
+
+@admin.register(Heartbeat)
+class HeartbeatAdmin(ReadOnlyAdmin):
+    """Which workers, beat and bots are alive: written by the processes themselves (apps.core.heartbeats); a
+    superuser may delete the row of a process that is gone for good."""
+
+    list_display = ("name", "kind", "state", "seconds_since", "hostname", "pid", "started_at", "last_seen")
+    list_filter = ("kind",)
+    search_fields = ("name", "hostname")
+    ordering = ("kind", "-last_seen")
+    fields = ("name", "kind", "hostname", "pid", "started_at", "last_seen", "stopped_at", "details_pretty")
+    readonly_fields = ("details_pretty",)
+
+    @admin.display(description="state")
+    def state(self, obj: Heartbeat) -> SafeString:
+        state = heartbeat_state(obj)
+        colour = {"alive": "green", "stale": "#c00", "stopped": "grey"}[state]
+        return format_html('<strong style="color: {}">{}</strong>', colour, state)
+
+    @admin.display(description="last heartbeat", ordering="last_seen")
+    def seconds_since(self, obj: Heartbeat) -> str:
+        return f"{max(0, int((timezone.now() - obj.last_seen).total_seconds()))} s ago"
+
+    @admin.display(description="details")
+    def details_pretty(self, obj: Heartbeat) -> SafeString:
+        return pretty_json(obj.details)

@@ -1,6 +1,6 @@
-"""Health checks of the services CoinLink depends on: database, cache, Celery broker and channel layer; and the
+"""Health checks of the services CoinLink depends on: database, cache, Celery broker and channel layer; the
 state of the outside services' circuit breakers (an open breaker degrades the platform, it does not take it
-down).
+down); and whether Celery workers and beat are alive, from their heartbeats (stale ones degrade it too).
 
 Each check answers within its timeout whatever the dependency does, so a monitor polling ``/health/`` never
 hangs on a stuck socket. A probe runs in its own daemon thread and is abandoned when the deadline passes; the
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import datetime as dt
 import logging
 import threading
 import time
@@ -24,18 +25,24 @@ from typing import Any, Literal
 from asgiref.sync import async_to_sync
 from celery import Celery
 from channels.layers import BaseChannelLayer, get_channel_layer
+from django.conf import settings
 from django.core.cache import BaseCache, caches
 from django.db import DEFAULT_DB_ALIAS, connections
+from django.utils import timezone
 
-from apps.core.models import CircuitBreakerState
+from apps.core.models import CircuitBreakerState, Heartbeat
 from coinlink.celery import app as celery_app
 
 logger = logging.getLogger(__name__)
+
+# A bot that has not beaten for this long is taken as retired, not down.
+BOTS_EXPECTED_WITHIN = dt.timedelta(days=1)
 
 CHECK_TIMEOUT = 2.0
 Status = Literal["ok", "degraded", "failing"]
 EMBEDDED_BROKER_REASON = "embedded: tasks run in-process"
 BREAKERS_UNCHECKED_REASON = "not checked: the database is down"
+HEARTBEATS_UNCHECKED_REASON = BREAKERS_UNCHECKED_REASON
 
 
 class HealthCheckError(Exception):
@@ -196,6 +203,48 @@ def check_circuit_breakers() -> BreakerReport:
     )
 
 
+@dataclass(frozen=True)
+class HeartbeatReport(CheckResult):
+    """Ok while at least one process of the kind has beaten within ``HEARTBEAT_STALE_SECONDS``; ``alive``
+    counts those, ``last_seen_seconds`` is the age of the newest heartbeat of any of them (None: never)."""
+
+    alive: int = 0
+    last_seen_seconds: float | None = None
+
+
+def check_heartbeats(kind: str, *, now: dt.datetime | None = None, prefix: str = "") -> HeartbeatReport:
+    """Whether the processes of ``kind`` (``Heartbeat.Kind``: Celery workers, beat) are alive, from the
+    heartbeats they record (``apps.core.heartbeats``). Stale is degraded, never failing: the site still
+    serves while the background work waits."""
+    started = time.perf_counter()
+    now = now or timezone.now()
+    stale_after = settings.HEARTBEAT_STALE_SECONDS
+    try:
+        rows = list(
+            Heartbeat.objects.filter(kind=kind, name__startswith=prefix).values("last_seen", "stopped_at")
+        )
+    except Exception as exc:
+        logger.warning("health check heartbeats (%s) failed: %s: %s", kind, type(exc).__name__, exc)
+        latency_ms = round((time.perf_counter() - started) * 1000, 1)
+        return HeartbeatReport(ok=False, reason=type(exc).__name__, latency_ms=latency_ms)
+    latency_ms = round((time.perf_counter() - started) * 1000, 1)
+    running = [row["last_seen"] for row in rows if row["stopped_at"] is None]
+    alive = sum(1 for seen in running if (now - seen).total_seconds() <= stale_after)
+    newest = max((row["last_seen"] for row in rows), default=None)
+    age = round(max(0.0, (now - newest).total_seconds()), 1) if newest else None
+    if alive:
+        reason = None
+    elif newest is None:
+        reason = "no heartbeat yet"
+    elif not running:
+        reason = "stopped"
+    else:
+        reason = f"stale: last heartbeat {age:g} s ago"
+    return HeartbeatReport(
+        ok=bool(alive), reason=reason, latency_ms=latency_ms, alive=alive, last_seen_seconds=age
+    )
+
+
 def run_checks() -> dict[str, CheckResult]:
     """Every check at once, so the whole report takes about one timeout, not one per dependency."""
     cache = caches["default"]
@@ -215,7 +264,26 @@ def run_checks() -> dict[str, CheckResult]:
         if results["database"].ok
         else BreakerReport(ok=False, reason=BREAKERS_UNCHECKED_REASON, latency_ms=0.0)
     )
+    for name, kind in (("workers", Heartbeat.Kind.WORKER), ("beat", Heartbeat.Kind.BEAT)):
+        results[name] = (
+            check_heartbeats(kind)
+            if results["database"].ok
+            else HeartbeatReport(ok=False, reason=HEARTBEATS_UNCHECKED_REASON, latency_ms=0.0)
+        )
+    if results["database"].ok:
+        for bot in _bots_expected():
+            results[f"bot_{bot}"] = check_heartbeats(Heartbeat.Kind.BOT, prefix=f"{bot}@")
     return results
+
+
+def _bots_expected(*, now: dt.datetime | None = None) -> list[str]:
+    """The bots this deployment runs: those that beat within the last day (``discord@host:pid`` names
+    ``discord``). A deployment without bots (the embedded default) has no bot check at all."""
+    since = (now or timezone.now()) - BOTS_EXPECTED_WITHIN
+    names = Heartbeat.objects.filter(kind=Heartbeat.Kind.BOT, last_seen__gte=since).values_list(
+        "name", flat=True
+    )
+    return sorted({name.partition("@")[0] for name in names})
 
 
 def overall_status(results: dict[str, CheckResult]) -> Status:

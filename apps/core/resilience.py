@@ -24,6 +24,7 @@ from django.core.cache import cache
 from django.db.models import F, Q
 from django.utils import timezone
 
+from apps.core import metrics
 from apps.core.models import CircuitBreakerState
 
 logger = logging.getLogger(__name__)
@@ -174,9 +175,10 @@ class CircuitBreaker:
             row.state == CircuitBreakerState.State.CLOSED
             and row.consecutive_failures >= self.failure_threshold
         ):
-            CircuitBreakerState.objects.filter(pk=row.pk, state=row.state).update(
+            if CircuitBreakerState.objects.filter(pk=row.pk, state=row.state).update(
                 state=CircuitBreakerState.State.OPEN, opened_at=now, updated_at=now
-            )
+            ):
+                metrics.circuit_breaker_opened(service=self.service)
             logger.warning(
                 "circuit breaker for %s opened after %d failures", self.service, row.consecutive_failures
             )

@@ -1,11 +1,13 @@
-"""Views shared by the whole site: the health report for monitoring."""
+"""Views shared by the whole site: the health report and the Prometheus metrics for monitoring."""
 
 from __future__ import annotations
 
-from django.http import HttpRequest, JsonResponse
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 
+from apps.core import metrics as metrics_export
 from apps.core.health import overall_status, run_checks
 
 
@@ -23,3 +25,21 @@ def health(request: HttpRequest) -> JsonResponse:
         {"status": status, "checks": {name: result.as_dict() for name, result in results.items()}},
         status=503 if status == "failing" else 200,
     )
+
+
+@never_cache
+@require_safe
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus exposition of every process's counters and the shared state (``apps.core.metrics``), for a
+    scraper with ``METRICS_TOKEN`` or from ``METRICS_ALLOWED_IPS``; 403 for anyone else."""
+    if not metrics_export.scrape_allowed(
+        remote_addr=request.META.get("REMOTE_ADDR", ""),
+        authorization=request.headers.get("Authorization", ""),
+        token=settings.METRICS_TOKEN,
+        allowed=settings.METRICS_ALLOWED_IPS,
+    ):
+        return HttpResponse(
+            "metrics need a token or an allowed address\n", status=403, content_type="text/plain"
+        )
+    body, content_type = metrics_export.exposition()
+    return HttpResponse(body, content_type=content_type)

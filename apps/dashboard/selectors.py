@@ -4,6 +4,7 @@ cannot add queries and the page costs the same however many rows the tables hold
 from __future__ import annotations
 
 from apps.agents.models import AgentRun, PipelineRun
+from apps.content.selectors import content_draft_waiting_count
 from apps.core.models import CircuitBreakerState
 from apps.market.models import Insight
 from apps.market.selectors import insight_list
@@ -66,3 +67,8 @@ def insight_list_latest(*, limit: int = LATEST_INSIGHTS) -> list[Insight]:
             "id", "type", "symbol", "timeframe", "confidence", "headline", "status", "detected_at"
         )[:limit]
     )
+
+
+def draft_waiting_count() -> int:
+    """Drafts waiting for an operator's approval (one COUNT)."""
+    return content_draft_waiting_count()

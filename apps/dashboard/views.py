@@ -77,6 +77,9 @@ def index(request: HttpRequest) -> HttpResponse:
         "pipeline_runs": selectors.pipeline_run_list_recent(),
         "breakers": selectors.circuit_breaker_list(),
         "insights": selectors.insight_list_latest(),
+        "drafts_waiting": selectors.draft_waiting_count(),
+        "drafts_waiting_url": reverse("admin:content_contentdraft_changelist")
+        + "?status__exact=pending_review",
         "ws_path": WS_PATH,
         "max_agent_runs": selectors.RECENT_AGENT_RUNS,
         "max_pipeline_runs": selectors.RECENT_PIPELINE_RUNS,

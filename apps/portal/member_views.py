@@ -45,6 +45,7 @@ from apps.content.selectors import (
     exclusive_content_teaser_list,
     member_file_get,
 )
+from apps.core.middleware import csp_update
 from apps.core.models import Platform
 
 LIBRARY_PAGE_SIZE = 12
@@ -110,11 +111,13 @@ def library_item(request: HttpRequest, slug: str) -> HttpResponse:
 
 @require_safe
 def member_media(request: HttpRequest, pk: int) -> HttpResponseBase:
+    # Anonymous callers are sent to log in before the id is even looked up, so the answer cannot tell them
+    # which ids are members' files.
+    if not request.user.is_authenticated:
+        return redirect_to_login(request.get_full_path())
     member_file = member_file_get(media_id=pk)
     if member_file is None:
         raise Http404("No such members' file.")
-    if not request.user.is_authenticated:
-        return redirect_to_login(request.get_full_path())
     if not member_file.opened_by & _entitlement_keys(request):
         return HttpResponseForbidden("Your membership does not include this file.")
     media = member_file.media
@@ -233,6 +236,8 @@ def _links_page(request: HttpRequest, *, code: str = "") -> HttpResponse:
 @require_safe
 @never_cache
 @login_required
+# The Telegram Login Widget is Telegram's script, which opens Telegram's sign-in in a frame.
+@csp_update(script_src=["https://telegram.org"], frame_src=["https://oauth.telegram.org"])
 def links(request: HttpRequest) -> HttpResponse:
     return _links_page(request)
 

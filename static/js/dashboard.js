@@ -144,6 +144,12 @@
       }
       if (data && (data.event === "agent_run" || data.event === "pipeline_run")) {
         prepend(data.event, data.payload);
+      } else if (data && data.event === "drafts_waiting" && data.payload) {
+        // The digest of new drafts waiting for approval: the count is the one the server just read.
+        var counter = root.querySelector("[data-drafts-waiting]");
+        if (counter) {
+          counter.textContent = String(Number(data.payload.waiting) || 0);
+        }
       }
     });
 

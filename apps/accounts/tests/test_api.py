@@ -314,6 +314,9 @@ def test_patch_may_clear_the_display_name(client: Client) -> None:
             {"display_name": ["Ensure this field has no more than 150 characters."]},
         ),
         ({"display_name": None}, {"display_name": ["This field may not be null."]}),
+        # The schema says a string: a number or a boolean is refused, not turned into text.
+        ({"display_name": 0}, {"display_name": ["Not a valid string."]}),
+        ({"display_name": True}, {"display_name": ["Not a valid string."]}),
         (
             {"display_name": "Ada II", "email": "evil@example.com"},
             {"email": ["This field cannot be changed."]},
@@ -347,3 +350,22 @@ def test_put_and_delete_are_not_allowed(client: Client) -> None:
 
     assert [put.status_code, delete.status_code] == [405, 405]
     assert User.objects.filter(pk=user.pk, display_name="Ada").exists()
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        ("--b\r\n[]--b--\r\n", "multipart/form-data; boundary=b"),
+        ("display_name=Form", "application/x-www-form-urlencoded"),
+    ],
+)
+def test_patch_takes_json_only(client: Client, body: str, content_type: str) -> None:
+    user = UserFactory.create(display_name="Ada")
+    client.force_login(user)
+
+    response = client.patch(ME_URL, body, content_type=content_type)
+
+    assert response.status_code == 415
+    assert response.json()["error"]["code"] == "unsupported_media_type"
+    user.refresh_from_db()
+    assert user.display_name == "Ada"

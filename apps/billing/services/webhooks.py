@@ -5,7 +5,9 @@ Stripe's unique event id (a redelivery finds the row and changes nothing) and en
 row is committed. Processing (``stripe_event_process``) moves the row ``received → processing`` with a
 conditional UPDATE, so of two workers handed the same event one does the work and the other stops; then
 ``processed``, ``ignored`` (no handler, or nothing of ours) or ``failed``. A transient failure puts the row
-back to ``received`` for the task's next retry.
+back to ``received`` for the task's next retry. A worker lost mid-processing leaves the row ``processing``:
+the redelivery of its task (late acknowledgement) takes it over, and a periodic sweep queues again a row left
+there past any task's time limit (``stripe_events_recover_abandoned``).
 
 Handlers never trust the order or the payload of events: each reads the subscription's current state back from
 Stripe and applies it (see ``subscriptions``), so duplicates and any order lead to the same result.
@@ -24,6 +26,7 @@ import traceback
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -44,6 +47,7 @@ from apps.billing.services.subscriptions import (
     subscription_record_payment_failure,
     subscription_sync_from_stripe,
 )
+from apps.core import metrics
 from apps.core.resilience import PermanentError, TransientError
 
 logger = logging.getLogger(__name__)
@@ -92,7 +96,9 @@ def stripe_event_ingest(*, payload: bytes, signature_header: str | None) -> Stri
             _enqueue_processing(event.pk)
     if created_now:
         logger.info("stripe event %s (%s) stored", event.stripe_id, event.type)
+        metrics.stripe_webhook_received(outcome="accepted", event_created=event.stripe_created)
     else:
+        metrics.stripe_webhook_received(outcome="duplicate")
         logger.info("stripe event %s redelivered (%s); not stored again", event.stripe_id, event.status)
     return event
 
@@ -123,12 +129,24 @@ def stripe_events_requeue(*, event_ids: Iterable[int]) -> int:
 # --- process ------------------------------------------------------------------------------------------------
 
 
-def stripe_event_process(*, event_id: int) -> str | None:
+def stripe_event_process(*, event_id: int, task_id: str = "") -> str | None:
     """Process a stored event, once. Returns the status it ended in, or None when another worker has it (or
-    it is done). Raises ``TransientError`` (the row back at ``received``) when a retry may succeed."""
+    it is done). Raises ``TransientError`` (the row back at ``received``) when a retry may succeed.
+
+    ``task_id`` is the delivering Celery task's id. With late acknowledgement a message whose worker died
+    mid-processing is delivered again under the same id: finding the row still ``processing`` under its own
+    claim, that delivery takes it over (the handlers re-read Stripe, so running one again is safe). A
+    delivery of any other task finds the row claimed and stops."""
+    claim = {"status": StripeEventStatus.PROCESSING, "attempts": F("attempts") + 1, "claimed_by": task_id}
     claimed = StripeEvent.objects.filter(pk=event_id, status=StripeEventStatus.RECEIVED).update(
-        status=StripeEventStatus.PROCESSING, attempts=F("attempts") + 1
+        **claim, claimed_at=timezone.now()
     )
+    if not claimed and task_id:
+        claimed = StripeEvent.objects.filter(
+            pk=event_id, status=StripeEventStatus.PROCESSING, claimed_by=task_id
+        ).update(**claim, claimed_at=timezone.now())
+        if claimed:
+            logger.warning("stripe event #%s: its worker was lost mid-processing; processing again", event_id)
     if not claimed:
         return None
     event = StripeEvent.objects.get(pk=event_id)
@@ -156,10 +174,39 @@ def stripe_event_process(*, event_id: int) -> str | None:
 
 
 def _finish(event: StripeEvent, status: str, error: str) -> str:
-    StripeEvent.objects.filter(pk=event.pk, status=StripeEventStatus.PROCESSING).update(
+    if StripeEvent.objects.filter(pk=event.pk, status=StripeEventStatus.PROCESSING).update(
         status=status, processed_at=timezone.now(), error=error[:5000]
-    )
+    ):
+        metrics.stripe_event_processed(status=status)
     return status
+
+
+def stripe_events_recover_abandoned(*, now: dt.datetime | None = None) -> int:
+    """The periodic sweep (beat, ``billing.recover_stripe_events``): events left ``processing`` for longer
+    than any task may run (``CELERY_TASK_TIME_LIMIT``, and a minute) lost their worker and their message;
+    each goes back to ``received`` and is queued again. Returns how many.
+
+    Exactly once all the same: whichever delivery claims the row first processes it (the conditional claim),
+    and a late redelivery of the lost message finds it claimed by another task or done."""
+    now = now or timezone.now()
+    cutoff = now - dt.timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 60)
+    with transaction.atomic():
+        ids = list(
+            StripeEvent.objects.select_for_update(skip_locked=True)
+            .filter(status=StripeEventStatus.PROCESSING)
+            .filter(Q(claimed_at__lt=cutoff) | Q(claimed_at__isnull=True, received_at__lt=cutoff))
+            .values_list("pk", flat=True)
+        )
+        StripeEvent.objects.filter(pk__in=ids, status=StripeEventStatus.PROCESSING).update(
+            status=StripeEventStatus.RECEIVED,
+            claimed_by="",
+            error="recovered: left processing by a lost worker",
+        )
+        for pk in ids:
+            _enqueue_processing(pk)
+    if ids:
+        logger.warning("recovered %d stripe events left processing by a lost worker", len(ids))
+    return len(ids)
 
 
 def stripe_event_mark_failed(*, event_id: int, error: str) -> bool:

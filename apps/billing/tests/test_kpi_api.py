@@ -130,7 +130,7 @@ def test_the_schema_documents_the_period_and_the_shape(client: Client) -> None:
     assert [(p["name"], p["in"], p["schema"]["default"]) for p in operation["parameters"]] == [
         ("period", "query", "30d")
     ]
-    assert sorted(operation["responses"]) == ["200", "400", "403"]
+    assert sorted(operation["responses"]) == ["200", "400", "403", "429"]
     report = schema["components"]["schemas"]["KpiReport"]
     assert sorted(report["properties"]) == [
         "active_members",

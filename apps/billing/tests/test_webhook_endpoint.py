@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -78,6 +79,13 @@ REFUSALS: dict[str, Callable[[str], dict[str, str]]] = {
     "stale beyond the tolerance": lambda body: {
         "Stripe-Signature": sign(body, timestamp=int(time.time()) - 301)
     },
+    # Dated ahead, it would stay replayable until long after it was captured.
+    "dated beyond the tolerance in the future": lambda body: {
+        "Stripe-Signature": sign(body, timestamp=int(time.time()) + 301)
+    },
+    "dated a year ahead": lambda body: {
+        "Stripe-Signature": sign(body, timestamp=int(time.time()) + 365 * 86400)
+    },
     "for another body": lambda body: {"Stripe-Signature": sign(body + " ")},
     "without a v1 signature": lambda body: {"Stripe-Signature": f"t={int(time.time())},v0=abc"},
     "unparseable": lambda body: {"Stripe-Signature": "garbage"},
@@ -124,6 +132,17 @@ def test_a_signature_just_inside_the_tolerance_is_accepted(
     assert response.status_code == 200
 
 
+def test_a_signature_dated_just_inside_the_tolerance_ahead_is_accepted(
+    client: Client, subscription_event: dict[str, Any], django_capture_on_commit_callbacks: Any
+) -> None:
+    # Clocks drift: Stripe's a little ahead of ours is fine.
+    with django_capture_on_commit_callbacks(execute=True):
+        response = deliver(client, subscription_event, timestamp=int(time.time()) + 290)
+
+    assert response.status_code == 200
+    assert StripeEvent.objects.count() == 1
+
+
 def test_one_matching_signature_among_several_is_enough(
     client: Client, subscription_event: dict[str, Any], django_capture_on_commit_callbacks: Any
 ) -> None:
@@ -157,6 +176,22 @@ def test_a_signed_body_that_is_no_event_is_refused(client: Client, body: str, se
 
     assert response.status_code == 400
     assert _nothing_written() == (0, 0, 0)
+
+
+def test_a_signed_body_nested_too_deeply_is_refused_without_a_traceback(
+    client: Client, settings: Any, caplog: pytest.LogCaptureFixture, django_capture_on_commit_callbacks: Any
+) -> None:
+    settings.STRIPE_WEBHOOK_SECRET = WEBHOOK_SECRET
+    body = "[" * 50_000 + "]" * 50_000
+
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        response = _post(client, body, **{"Stripe-Signature": sign(body)})
+
+    assert response.status_code == 400
+    assert response.json() == {"error": "invalid Stripe webhook"}
+    assert _nothing_written() == (0, 0, 0)
+    assert callbacks == []
+    assert [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR] == []
 
 
 def test_only_post_is_allowed(client: Client) -> None:

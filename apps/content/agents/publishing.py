@@ -13,30 +13,49 @@ At most once, even when a run is retried, two runs race, or a worker dies mid-ca
   what happened: the outbox twin records each key once, so asking it again is safe; a publisher with a
   ``confirm(post)`` method is asked that.
 
-A transient error puts the draft back to approved for the next run (and counts the attempt); a rate limit or
+A transient error puts the draft back to approved for a later run (and counts the attempt); a rate limit or
 an open circuit does too, without counting, and nothing more goes to that platform in this run; a permanent
-error fails the draft. The platforms' own quotas are kept by the publishers; the daily caps and quiet hours
-are kept here.
+error fails the draft. Retries need no Celery retry, on the embedded default or with a broker alike: the draft
+waits in the database, the agent's schedule (every five minutes) comes back for it, and a draft whose last
+attempt failed transiently sits out a backoff first (``PUBLISH_RETRY_BACKOFF``: about 2, 4, 8, 16 minutes,
+jittered), so a pipeline run or a "run now" straight after a failure does not hammer a platform that is down.
+The platforms' own quotas are kept by the publishers; the daily caps and quiet hours are kept here.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+import random
 from typing import Any, ClassVar
 
 from django.core.exceptions import ImproperlyConfigured, ValidationError
+from django.utils import timezone
 
 from apps.agents.base import AgentContext, AgentResult, BaseAgent
 from apps.agents.registry import register
 from apps.content import limits, selectors, services
 from apps.content.models import ContentDraft, ContentFormat, DraftStatus
+from apps.core import metrics
 from apps.core.models import Platform
-from apps.core.resilience import CircuitOpenError, PermanentError, RateLimited, TransientError
+from apps.core.resilience import CircuitOpenError, PermanentError, RateLimited, RetryPolicy, TransientError
 from apps.integrations.publishers import get_publisher
 from apps.integrations.publishers.base import PublishProgress
 from apps.integrations.publishers.outbox import OutboxPublisher
 from apps.integrations.types import OutboundPost, Publisher, PublishResult
+
+# The wait before a draft whose publishing failed transiently is tried again, by its attempts so far.
+PUBLISH_RETRY_BACKOFF = RetryPolicy(base_delay=120, max_delay=1800)
+
+
+def retry_not_before(draft: ContentDraft) -> dt.datetime | None:
+    """When a draft that failed transiently may be tried again; None when it did not fail. The jitter is seeded
+    by the draft and attempt, so every run computes the same time."""
+    if draft.publish_attempts < 1 or not draft.last_error:
+        return None
+    # Jitter, not a secret.
+    rng = random.Random(f"{draft.idempotency_key}:{draft.publish_attempts}")  # noqa: S311
+    return draft.updated_at + dt.timedelta(seconds=PUBLISH_RETRY_BACKOFF.delay(draft.publish_attempts, rng))
 
 
 def outbound_post(draft: ContentDraft) -> OutboundPost:
@@ -186,6 +205,7 @@ class _Run:
             if failed:
                 self.result.incr("failed")
                 self.result.incr("outcome_unknown")
+                metrics.publish_outcome(platform=draft.platform, outcome="outcome_unknown")
 
     def confirm(self, draft: ContentDraft) -> PublishResult | None:
         """What happened to a post whose publishing call never came back, when its publisher can tell."""
@@ -248,6 +268,12 @@ class _Run:
             ):
                 self.result.incr("waiting_for_chart")
                 continue
+            # The release stamped updated_at with the clock, so the clock (not the run's ``now``) says whether
+            # the backoff is over.
+            not_before = retry_not_before(draft)
+            if not_before is not None and timezone.now() < not_before:
+                self.result.incr("backing_off")
+                continue
             if self.publish(draft):
                 today[platform] = today.get(platform, 0) + 1
 
@@ -266,6 +292,7 @@ class _Run:
             # The platform was not (or could not be) asked: not the draft's attempt.
             services.content_draft_release(draft_id=draft.pk, error=_describe(exc), count_attempt=False)
             self.result.incr("retry_later")
+            metrics.publish_outcome(platform=draft.platform, outcome="retry_later")
             self.stop(draft.platform, _describe(exc))
             return False
         except TransientError as exc:
@@ -276,9 +303,11 @@ class _Run:
                     error=f"gave up after {attempts} attempts: {_describe(exc)}",
                 )
                 self.result.incr("failed")
+                metrics.publish_outcome(platform=draft.platform, outcome="failed")
             else:
                 services.content_draft_release(draft_id=draft.pk, error=_describe(exc))
                 self.result.incr("retry_later")
+                metrics.publish_outcome(platform=draft.platform, outcome="retry_later")
             # The publisher already retried; the platform is down for now.
             self.stop(draft.platform, _describe(exc))
             return False
@@ -287,6 +316,7 @@ class _Run:
                 draft_id=draft.pk, from_statuses=[DraftStatus.PUBLISHING], error=_describe(exc)
             )
             self.result.incr("failed")
+            metrics.publish_outcome(platform=draft.platform, outcome="failed")
             return False
         except Exception as exc:
             # Not an answer from the platform: the call may or may not have reached it.
@@ -301,6 +331,7 @@ class _Run:
             )
             self.result.incr("failed")
             self.result.incr("outcome_unknown")
+            metrics.publish_outcome(platform=draft.platform, outcome="outcome_unknown")
             return False
         return self.record(draft, result)
 
@@ -320,6 +351,7 @@ class _Run:
                 return False
             self.result.incr("published")
             self.result.incr(f"published.{draft.platform}")
+            metrics.publish_outcome(platform=draft.platform, outcome="published")
             return True
         self.ctx.logger.error(
             "draft #%s went out on %s as %s but could not be recorded: %r",

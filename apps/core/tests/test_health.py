@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import socket
@@ -14,6 +15,7 @@ from celery import Celery
 from django.core.cache.backends.redis import RedisCache
 from django.db import connections
 from django.test import Client
+from django.utils import timezone
 from pytest_django.fixtures import Settings as DjangoSettings
 
 from apps.core.health import (
@@ -25,20 +27,41 @@ from apps.core.health import (
     check_channel_layer,
     check_database,
 )
-from apps.core.models import CircuitBreakerState
+from apps.core.models import CircuitBreakerState, Heartbeat
 from coinlink.celery import app as celery_app
 
 pytestmark = pytest.mark.django_db
 
 # Nothing listens on port 1, so every client there fails with a real "connection refused".
 REFUSED_REDIS = "redis://127.0.0.1:1/0"
-# The dependencies probed in their own threads; "circuit_breakers" reports the outside services' breakers.
+# The dependencies probed in their own threads; "circuit_breakers" reports the outside services' breakers,
+# "workers" and "beat" the heartbeats of those processes.
 CHECK_NAMES = {"database", "cache", "broker", "channel_layer"}
+HEARTBEAT_CHECKS = {"workers", "beat"}
+
+
+def _beat(name: str, kind: str, *, age: float, stopped: bool = False) -> Heartbeat:
+    now = timezone.now()
+    return Heartbeat.objects.create(
+        name=name,
+        kind=kind,
+        started_at=now - dt.timedelta(hours=1),
+        last_seen=now - dt.timedelta(seconds=age),
+        stopped_at=now if stopped else None,
+    )
 
 
 @pytest.fixture
-def embedded(settings: DjangoSettings, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The embedded default, even when the suite runs with REDIS_URL set."""
+def processes_alive() -> None:
+    """A worker and beat that have just recorded their heartbeat, as a running deployment's have."""
+    _beat("celery@web-1", Heartbeat.Kind.WORKER, age=5)
+    _beat("beat@web-1:42", Heartbeat.Kind.BEAT, age=5)
+
+
+@pytest.fixture
+def embedded(settings: DjangoSettings, monkeypatch: pytest.MonkeyPatch, processes_alive: None) -> None:
+    """The embedded default, even when the suite runs with REDIS_URL set (its runtime's worker and beat
+    alive)."""
     settings.CACHES = {
         "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "health-tests"}
     }
@@ -92,7 +115,15 @@ def test_all_ok_on_the_embedded_default(client: Client, embedded: None) -> None:
 
     assert status == 200
     assert body["status"] == "ok"
-    assert set(body["checks"]) == CHECK_NAMES | {"circuit_breakers"}
+    assert set(body["checks"]) == CHECK_NAMES | {"circuit_breakers"} | HEARTBEAT_CHECKS
+    for name in HEARTBEAT_CHECKS:
+        assert body["checks"][name] == {
+            "ok": True,
+            "reason": None,
+            "latency_ms": body["checks"][name]["latency_ms"],
+            "alive": 1,
+            "last_seen_seconds": pytest.approx(5, abs=2),
+        }
     assert body["checks"]["circuit_breakers"] == {
         "ok": True,
         "reason": None,
@@ -137,6 +168,14 @@ def test_database_down_is_503_failing(client: Client, embedded: None, database_d
         "latency_ms": 0.0,
         "services": {},
     }
+    for name in HEARTBEAT_CHECKS:
+        assert body["checks"][name] == {
+            "ok": False,
+            "reason": BREAKERS_UNCHECKED_REASON,
+            "latency_ms": 0.0,
+            "alive": 0,
+            "last_seen_seconds": None,
+        }
 
 
 def test_failing_cache_is_200_degraded(client: Client, embedded: None, settings: DjangoSettings) -> None:
@@ -219,7 +258,7 @@ def test_a_broker_that_refuses_fails_within_the_timeout() -> None:
 
 @pytest.mark.redis
 def test_all_ok_against_real_redis(
-    client: Client, settings: DjangoSettings, monkeypatch: pytest.MonkeyPatch
+    client: Client, settings: DjangoSettings, monkeypatch: pytest.MonkeyPatch, processes_alive: None
 ) -> None:
     settings.CACHES = {
         "default": {
@@ -290,3 +329,88 @@ def test_breakers_closed_or_recovering_keep_the_status_ok(client: Client, embedd
 
     assert (status, body["status"]) == (200, "ok")
     assert body["checks"]["circuit_breakers"]["ok"] is True
+
+
+# --- workers and beat: their heartbeats -----------------------------------------------------------------------
+
+
+def test_a_stale_worker_degrades_without_a_503(
+    client: Client, embedded: None, settings: DjangoSettings
+) -> None:
+    settings.HEARTBEAT_STALE_SECONDS = 120
+    Heartbeat.objects.filter(kind=Heartbeat.Kind.WORKER).update(
+        last_seen=timezone.now() - dt.timedelta(seconds=300)
+    )
+
+    status, body = _get_health(client)
+
+    assert (status, body["status"]) == (200, "degraded")
+    workers = body["checks"]["workers"]
+    assert (workers["ok"], workers["alive"]) == (False, 0)
+    assert workers["reason"].startswith("stale: last heartbeat 30")
+    assert workers["last_seen_seconds"] == pytest.approx(300, abs=2)
+    # Beat is fine, and says so.
+    assert (body["checks"]["beat"]["ok"], body["checks"]["beat"]["alive"]) == (True, 1)
+    assert all(body["checks"][name]["ok"] for name in CHECK_NAMES)
+
+
+def test_the_threshold_is_the_setting(client: Client, embedded: None, settings: DjangoSettings) -> None:
+    Heartbeat.objects.update(last_seen=timezone.now() - dt.timedelta(seconds=60))
+
+    settings.HEARTBEAT_STALE_SECONDS = 90
+    assert _get_health(client)[1]["status"] == "ok"
+    settings.HEARTBEAT_STALE_SECONDS = 30
+    status, body = _get_health(client)
+    assert (status, body["status"]) == (200, "degraded")
+    assert not body["checks"]["workers"]["ok"]
+    assert not body["checks"]["beat"]["ok"]
+
+
+def test_no_heartbeat_at_all_and_a_clean_stop_are_told_apart(client: Client, embedded: None) -> None:
+    Heartbeat.objects.filter(kind=Heartbeat.Kind.WORKER).delete()
+    Heartbeat.objects.filter(kind=Heartbeat.Kind.BEAT).update(stopped_at=timezone.now())
+
+    status, body = _get_health(client)
+
+    assert (status, body["status"]) == (200, "degraded")
+    assert body["checks"]["workers"] == {
+        "ok": False,
+        "reason": "no heartbeat yet",
+        "latency_ms": body["checks"]["workers"]["latency_ms"],
+        "alive": 0,
+        "last_seen_seconds": None,
+    }
+    assert (body["checks"]["beat"]["ok"], body["checks"]["beat"]["reason"]) == (False, "stopped")
+
+
+def test_one_live_worker_is_enough_and_each_is_counted(client: Client, embedded: None) -> None:
+    _beat("celery@web-2", Heartbeat.Kind.WORKER, age=3)
+    _beat("celery@web-3", Heartbeat.Kind.WORKER, age=3600)
+    _beat("celery@web-4", Heartbeat.Kind.WORKER, age=1, stopped=True)
+
+    status, body = _get_health(client)
+
+    assert (status, body["status"]) == (200, "ok")
+    assert body["checks"]["workers"]["alive"] == 2
+    # The newest heartbeat of any of them, the stopped one's included.
+    assert body["checks"]["workers"]["last_seen_seconds"] == pytest.approx(1, abs=1)
+
+
+def test_bots_are_checked_once_a_deployment_runs_them(client: Client, embedded: None) -> None:
+    # No bot has ever beaten (the embedded default): no bot check at all.
+    assert not any(name.startswith("bot_") for name in _get_health(client)[1]["checks"])
+
+    _beat("discord@bots-1:71", Heartbeat.Kind.BOT, age=5)
+    _beat("telegram@bots-1:72", Heartbeat.Kind.BOT, age=900)
+    _beat("telegram@bots-1:40", Heartbeat.Kind.BOT, age=7200, stopped=True)
+    # A bot retired more than a day ago is not expected any more.
+    _beat("xbot@old:9", Heartbeat.Kind.BOT, age=2 * 86400)
+
+    status, body = _get_health(client)
+
+    assert (status, body["status"]) == (200, "degraded")
+    bots = {name: check for name, check in body["checks"].items() if name.startswith("bot_")}
+    assert set(bots) == {"bot_discord", "bot_telegram"}
+    assert (bots["bot_discord"]["ok"], bots["bot_discord"]["alive"]) == (True, 1)
+    assert (bots["bot_telegram"]["ok"], bots["bot_telegram"]["alive"]) == (False, 0)
+    assert bots["bot_telegram"]["reason"].startswith("stale: last heartbeat 90")

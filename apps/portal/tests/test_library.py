@@ -365,6 +365,21 @@ def test_a_visitor_is_sent_to_log_in_for_a_file(client: Client) -> None:
     assert CHART_BYTES not in response.content
 
 
+def test_a_visitor_cannot_tell_members_files_from_other_ids(client: Client) -> None:
+    chart = _chart(is_exclusive=True)
+    public = _chart(is_exclusive=False)
+    draft_chart = _chart(is_exclusive=True)
+    _piece(status=ExclusiveStatus.DRAFT, media=[draft_chart])
+    answers = {}
+
+    for pk in (chart.pk, public.pk, draft_chart.pk, chart.pk + 1000):
+        url = reverse("portal:member_media", args=[pk])
+        response = client.get(url)
+        answers[pk] = (response.status_code, response["Location"].replace(str(pk), "<id>"))
+
+    assert set(answers.values()) == {(302, f"{reverse('account_login')}?next=/library/media/<id>/")}
+
+
 def test_a_free_account_is_refused_a_file(client: Client) -> None:
     chart = _chart(is_exclusive=True)
     client.force_login(UserFactory.create())
