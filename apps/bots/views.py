@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
+from django.http import HttpRequest, HttpResponse, HttpResponseForbidden, JsonResponse
 from django.utils.crypto import constant_time_compare
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from apps.bots.telegram import telegram_update_receive
+from apps.core.jsonsafe import JsonTooDeep
 
 logger = logging.getLogger(__name__)
 
@@ -27,5 +28,9 @@ def telegram_webhook(request: HttpRequest, secret: str) -> HttpResponse:
     if not (expected and path_ok and header_ok):
         logger.warning("telegram webhook: refused a request without the secret")
         return HttpResponseForbidden()
-    telegram_update_receive(payload=request.body)
+    try:
+        telegram_update_receive(payload=request.body)
+    except JsonTooDeep as exc:
+        logger.warning("telegram webhook: refused a body: %s", exc)
+        return JsonResponse({"error": str(exc)}, status=400)
     return HttpResponse(status=200)

@@ -23,6 +23,7 @@ from apps.content.selectors import published_content_list
 from apps.core.models import Platform
 from apps.core.resilience import CircuitOpenError, IntegrationError, PermanentError, TransientError
 from apps.integrations.publishers import get_publisher
+from apps.integrations.telegram_polling import telegram_updates_taken
 from apps.integrations.types import PostMetrics, Publisher
 
 T = TypeVar("T")
@@ -131,6 +132,11 @@ class EngagementAgent(BaseAgent):
                 else now - dt.timedelta(hours=params["initial_lookback_hours"])
             )
             publisher = get_publisher(platform)
+            if platform == Platform.TELEGRAM and telegram_updates_taken(now=now):
+                # The Telegram bot (webhook or polling) takes the updates and records them as interactions;
+                # getUpdates would only be refused. Its questions are answered below all the same.
+                publishers[platform] = publisher
+                continue
             events = calls.call(platform, functools.partial(publisher.fetch_inbound, since=since))
             if not calls.failed_transiently(platform):
                 # A platform that refused the read (say the bot process holds Telegram's updates) may still

@@ -7,7 +7,7 @@ from django.template.defaultfilters import truncatechars
 from django.utils.safestring import SafeString
 
 from apps.core.admin import ReadOnlyAdmin, preformatted, pretty_json
-from apps.integrations.models import AccessGrant, OutboxMessage
+from apps.integrations.models import AccessGrant, ModerationCall, OutboxMessage
 
 
 @admin.register(OutboxMessage)
@@ -58,3 +58,13 @@ class AccessGrantAdmin(ReadOnlyAdmin):
     list_filter = ("platform", "state")
     search_fields = ("resource", "user_external_id")
     date_hierarchy = "updated_at"
+
+
+@admin.register(ModerationCall)
+class ModerationCallAdmin(ReadOnlyAdmin):
+    """What the offline moderation twin did in place of Discord and Telegram (deletions, mutes, bans)."""
+
+    list_display = ("created_at", "platform", "operation", "space", "user_external_id", "message_id", "until")
+    list_filter = ("platform", "operation")
+    search_fields = ("space", "user_external_id", "message_id", "reason")
+    date_hierarchy = "created_at"

@@ -75,3 +75,39 @@ class AccessGrant(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_platform_display()} {self.resource}: {self.user_external_id} {self.get_state_display()}"
+
+
+class ModerationCall(models.Model):
+    """What the offline moderation twin did in place of Discord and Telegram: every message deleted, every mute,
+    unmute, ban and unban, in order (direct messages go to ``outbox_messages``, like every twin's messages)."""
+
+    class Operation(models.TextChoices):
+        DELETE_MESSAGE = "delete_message", "Delete message"
+        MUTE = "mute", "Mute"
+        UNMUTE = "unmute", "Unmute"
+        BAN = "ban", "Ban"
+        UNBAN = "unban", "Unban"
+
+    platform = models.CharField(max_length=12, choices=Platform.choices)
+    operation = models.CharField(max_length=16, choices=Operation.choices)
+    space = models.CharField(
+        max_length=100, blank=True, help_text="Telegram chat id or Discord server id (empty: the default one)"
+    )
+    user_external_id = models.CharField(max_length=64, blank=True, help_text="The platform's user id")
+    message_id = models.CharField(max_length=100, blank=True)
+    until = models.DateTimeField(null=True, blank=True, help_text="When a mute ends")
+    reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        db_table = "moderation_outbox"
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(
+                fields=["platform", "user_external_id", "-created_at"], name="moderation_outbox_by_user"
+            )
+        ]
+
+    def __str__(self) -> str:
+        who = self.user_external_id or self.message_id
+        return f"{self.get_platform_display()} {self.get_operation_display().lower()} {who}"

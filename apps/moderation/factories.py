@@ -10,7 +10,17 @@ from factory.django import DjangoModelFactory
 
 from apps.community.factories import CommunityUserFactory
 from apps.core.models import Platform
-from apps.moderation.models import ActionKind, ActionStatus, Appeal, ModerationAction, ModerationRule, Strike
+from apps.moderation.models import (
+    ActionKind,
+    ActionStatus,
+    Appeal,
+    BlockedDomain,
+    ModerationAction,
+    ModerationDecision,
+    ModerationRule,
+    Strike,
+    TrainingLabel,
+)
 
 
 class ModerationRuleFactory(DjangoModelFactory[ModerationRule]):
@@ -57,3 +67,54 @@ class AppealFactory(DjangoModelFactory[Appeal]):
     action = factory.SubFactory(ModerationActionFactory)
     community_user = factory.SelfAttribute("action.community_user")
     message = "That link was the official announcement, not a scam."
+
+
+class ModerationDecisionFactory(DjangoModelFactory[ModerationDecision]):
+    class Meta:
+        model = ModerationDecision
+
+    platform = Platform.TELEGRAM
+    chat_id = "-1001234567890"
+    message_id = factory.Sequence(lambda n: str(50_000 + n))
+    author_id = factory.Sequence(lambda n: str(7_000_000 + n))
+    author_username = factory.Sequence(lambda n: f"newcomer_{n}")
+    community_user = factory.SubFactory(CommunityUserFactory)
+    text = "Kindly DM the admin, he will help you restore your wallet with your seed phrase"
+    sent_at = factory.LazyFunction(timezone.now)
+    verdict = "remove"
+    score = 0.99
+    strike_weight = 3
+    checks = factory.LazyFunction(
+        lambda: [
+            {
+                "layer": "scam",
+                "check": "seed_phrase",
+                "score": 0.97,
+                "reason": "asks for a seed phrase or private key",
+                "evidence": {"phrase": "seed phrase", "asks": "restore"},
+                "rule_id": None,
+            }
+        ]
+    )
+    check_names = "seed_phrase"
+    classifier_score = 0.93
+
+
+class TrainingLabelFactory(DjangoModelFactory[TrainingLabel]):
+    class Meta:
+        model = TrainingLabel
+
+    text = "Vote for my tulip garden in the county flower contest via the poll in my bio"
+    text_hash = factory.Sequence(lambda n: f"{n:064x}")
+    label = TrainingLabel.Label.SPAM
+    source = TrainingLabel.Source.OPERATOR
+
+
+class BlockedDomainFactory(DjangoModelFactory[BlockedDomain]):
+    class Meta:
+        model = BlockedDomain
+        django_get_or_create = ("domain",)
+
+    domain = factory.Sequence(lambda n: f"drainer-{n}.example")
+    source = BlockedDomain.Source.OPERATOR
+    reason = "seen in a scam wave"

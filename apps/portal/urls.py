@@ -3,13 +3,14 @@ from __future__ import annotations
 from django.conf import settings
 from django.urls import path
 
-from apps.portal import billing_views, member_views, offer_views, views
+from apps.portal import billing_views, member_views, moderation_views, offer_views, views
 
 app_name = "portal"
 
 urlpatterns = [
     path("", views.home, name="home"),
     path("account/", views.account, name="account"),
+    path("account/appeals/", moderation_views.appeal_create, name="appeal_create"),
     path("account/links/", member_views.links, name="links"),
     path("account/links/telegram/code/", member_views.links_telegram_code, name="links_telegram_code"),
     path("account/links/telegram/login/", member_views.links_telegram_login, name="links_telegram_login"),

@@ -9,6 +9,7 @@ from django.views.decorators.http import require_safe
 
 from apps.accounts.models import User
 from apps.billing.services.access_sync import telegram_invites_for_user
+from apps.moderation.selectors import member_moderation_get
 from apps.portal import selectors
 from apps.portal.member_views import linked_identities_get, membership_get
 
@@ -32,5 +33,6 @@ def account(request: HttpRequest) -> HttpResponse:
         "membership": membership_get(user=user),
         "linked_identities": [i for i in linked_identities_get(user=user) if i.linked_at],
         "telegram_invites": telegram_invites_for_user(user=user),
+        "moderation": member_moderation_get(user=user),
     }
     return render(request, "portal/account.html", context)

@@ -23,6 +23,7 @@ from apps.bots.telegram import handle_update
 from apps.community.models import PlatformIdentity
 from apps.community.services.linking import telegram_link_code_create
 from apps.core.models import Platform
+from apps.integrations.telegram_polling import ALLOWED_UPDATES
 from coinlink.celery import app as celery_app
 
 pytestmark = pytest.mark.django_db
@@ -138,6 +139,20 @@ def test_without_a_configured_secret_every_update_is_refused(
 
     assert status == 403
     assert not TelegramUpdate.objects.exists()
+
+
+def test_a_body_nested_too_deeply_is_refused_without_a_traceback(
+    client: Client,
+    django_capture_on_commit_callbacks: RunCommitted,
+    telegram_api: HTTPServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    status = _post(client, django_capture_on_commit_callbacks, b"[" * 50_000 + b"]" * 50_000)
+
+    assert status == 400
+    assert not TelegramUpdate.objects.exists()
+    assert telegram_api.log == []
+    assert [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR] == []
 
 
 def test_only_post_is_accepted(client: Client) -> None:
@@ -260,10 +275,12 @@ def test_an_update_the_bot_has_no_use_for_is_logged_and_skipped(
     assert telegram_api.log == []
     assert set(TelegramUpdate.objects.values_list("status", flat=True)) == {TelegramUpdateStatus.PROCESSED}
     messages = [r.getMessage() for r in caplog.records]
-    assert "telegram update 200 skipped: not a new private message from a person" in messages
-    assert "telegram update 201 skipped: not a new private message from a person" in messages
+    assert "telegram update 200 skipped: nothing to do with other" in messages
+    # A code posted in a group is an ordinary group message (recorded, judged), never redeemed.
+    assert not PlatformIdentity.objects.filter(linked_at__isnull=False).exists()
+    assert "telegram message -1009876543210:211: allow " in messages
     assert "telegram update 202 skipped: not a command the bot knows" in messages
-    assert "telegram update 203 skipped: not a new private message from a person" in messages
+    assert "telegram update 203 skipped: an edited private message" in messages
 
 
 def test_handle_update_never_raises_on_a_malformed_update(
@@ -293,7 +310,7 @@ def test_set_webhook_registers_the_url_and_the_secret(telegram_api: HTTPServer) 
     assert request.form.to_dict() == {
         "url": f"https://coinlink.example{URL}",
         "secret_token": SECRET,
-        "allowed_updates": '["message"]',
+        "allowed_updates": json.dumps(ALLOWED_UPDATES),
     }
     assert SECRET not in out.getvalue()
     assert "https://coinlink.example/bots/telegram/webhook/<TELEGRAM_WEBHOOK_SECRET>/" in out.getvalue()
@@ -307,3 +324,28 @@ def test_set_webhook_needs_the_real_bot_and_a_secret(settings: Settings, telegra
     with pytest.raises(CommandError, match="TELEGRAM_BACKEND=api"):
         call_command("telegram_set_webhook")
     assert telegram_api.log == []
+
+
+def test_a_scam_arriving_by_webhook_takes_the_same_path_and_the_outbox_twin_records_the_actions(
+    client: Client,
+    django_capture_on_commit_callbacks: RunCommitted,
+    telegram_api: HTTPServer,
+    settings: Any,
+) -> None:
+    from apps.integrations.models import ModerationCall, OutboxMessage
+    from apps.moderation.models import ModerationAction
+
+    settings.TELEGRAM_BACKEND = "outbox"
+    group = {"id": -1009876543210, "type": "supergroup", "title": "CoinLink chat"}
+    scam = _update(
+        300, "Hi, I'm from support. DM me your 12-word seed phrase and I'll fix your wallet", chat=group
+    )
+
+    assert _post(client, django_capture_on_commit_callbacks, scam) == 200
+
+    (action,) = ModerationAction.objects.all()
+    assert (action.chat_id, action.message_id) == (str(group["id"]), "310")
+    deleted = ModerationCall.objects.filter(operation=ModerationCall.Operation.DELETE_MESSAGE)
+    assert list(deleted.values_list("space", "message_id")) == [(str(group["id"]), "310")]
+    assert OutboxMessage.objects.filter(kind=OutboxMessage.Kind.DM).count() == 1
+    assert telegram_api.log == []  # nothing reached Telegram

@@ -630,3 +630,41 @@ def test_a_breaker_open_at_the_start_holds_back_only_that_platform(clock: Any) -
         AgentRunStatus.SKIPPED,
         "circuit breakers open for x, telegram, discord",
     )
+
+
+def test_with_the_bot_taking_telegram_updates_engagement_answers_what_the_bot_recorded(
+    settings: Any, httpserver: HTTPServer, clock: Any
+) -> None:
+    """A webhook is set: getUpdates would only be refused (409), so the agent does not call it; the question
+    reached the community through the bot's inbound path and is answered all the same."""
+    from apps.bots.services import inbound_message_handle
+    from apps.integrations.types import InboundEvent
+
+    settings.TELEGRAM_BACKEND = "api"
+    settings.TELEGRAM_BOT_TOKEN = TOKEN
+    settings.TELEGRAM_CHANNEL_ID = "@coinlink"
+    settings.TELEGRAM_WEBHOOK_SECRET = "s3cret"
+    settings.TELEGRAM_API_BASE_URL = httpserver.url_for("/").rstrip("/")
+    httpserver.expect_request(f"/bot{TOKEN}/sendMessage").respond_with_json(
+        {"ok": True, "result": {"message_id": 903, "date": int(T0.timestamp()), "chat": GROUP, "text": "a"}}
+    )
+    inbound_message_handle(
+        event=InboundEvent(
+            platform="telegram",
+            kind="message",
+            external_id=f"{GROUP['id']}:901",
+            author_id="111",
+            author_username="mayatrades",
+            occurred_at=T0 - 5 * MINUTE,
+            text="What timeframe is the SOL chart on?",
+            channel=str(GROUP["id"]),
+        ),
+        chat_id=str(GROUP["id"]),
+        message_id="901",
+    )
+
+    result = _engage()
+
+    assert [r.path.rsplit("/", 1)[-1] for r, _ in httpserver.log] == ["sendMessage"]
+    assert result.counters["replies_sent"] == 1
+    assert UserInteraction.objects.get().response_external_id == "903"

@@ -8,8 +8,10 @@ overall, 1 a second per chat and 20 a minute per group or channel; a 429 (``Retr
 the wait Telegram asks for.
 
 Inbound: ``getUpdates`` with its offset kept in the cache, so each update is consumed once. That only works
-while nothing else takes the bot's updates: with the Telegram bot process running (webhook or polling) the
-updates go there and this returns nothing (Telegram answers 409 Conflict, reported as a ``PermanentError``).
+while nothing else takes the bot's updates: with the Telegram bot running (webhook or polling) the updates go
+there (Telegram answers this 409 Conflict, a ``PermanentError``), so the engagement agent does not call it
+(``apps.integrations.telegram_polling.telegram_updates_taken``) and the bot records what arrives as
+interactions, and reaction counts with ``reaction_count_record``.
 
 Metrics: the Bot API exposes no view counts at all. The only engagement a bot can see is the anonymous reaction
 count of channel posts (``message_reaction_count`` updates, delivered to an admin bot), which ``fetch_inbound``
@@ -284,7 +286,11 @@ class TelegramPublisher:
 
     def _record_reactions(self, counts: Any) -> None:
         total = sum(reaction.total_count for reaction in counts.reactions)
-        cache.set(self._reactions_key(str(counts.message_id)), total, timeout=REACTIONS_TTL)
+        self.reaction_count_record(message_id=str(counts.message_id), total=total)
+
+    def reaction_count_record(self, *, message_id: str, total: int) -> None:
+        """A channel post's reaction count, as the bot process (which takes the updates) received it."""
+        cache.set(self._reactions_key(message_id), total, timeout=REACTIONS_TTL)
 
     # --- metrics --------------------------------------------------------------------------------------------
 

@@ -10,8 +10,7 @@ from django.urls import reverse
 
 from apps.core.resilience import IntegrationError
 from apps.integrations.access.telegram import telegram_webhook_set
-
-ALLOWED_UPDATES = ["message"]  # the bot reads commands sent to it, nothing else yet
+from apps.integrations.telegram_polling import ALLOWED_UPDATES
 
 
 class Command(BaseCommand):
