@@ -48,8 +48,12 @@ from apps.market.agents import AnalysisAgent
 from apps.market.factories import MarketDataFactory, NewsArticleFactory, SentimentDataFactory
 from apps.market.models import Insight, MarketData, NewsArticle, SentimentData
 from apps.market.services import insights_detect
+from apps.moderation.engine.types import InboundMessage
 from apps.moderation.factories import ModerationRuleFactory
-from apps.moderation.models import ModerationRule
+from apps.moderation.models import Appeal, AppealSource, ModerationAction, ModerationDecision, ModerationRule
+from apps.moderation.services.appeals import appeal_open
+from apps.moderation.services.enforcement import moderation_enforce
+from apps.moderation.services.judging import moderation_judge
 
 WATCHLIST = ("BTC/USDT", "ETH/USDT", "SOL/USDT", "XRP/USDT", "DOGE/USDT")
 DEMO_EXCHANGE = "simulated"
@@ -138,7 +142,7 @@ def seed_demo(*, anchor: dt.datetime | None = None) -> SeedReport:
         _seed_members(anchor, plans, report)
         _seed_exclusive(anchor, report)
         _seed_experiment(posts, report)
-        _seed_moderation(report)
+        _seed_moderation(anchor, report)
         _seed_snapshots(anchor, report)
         # Every agent in the admin with its schedule from the start, not only once beat first runs.
         report.add(AgentConfig._meta.db_table, len(agent_config_sync()))
@@ -561,20 +565,71 @@ def _seed_experiment(posts: list[PublishedContent], report: SeedReport) -> None:
     _bulk_insert(Assignment, rows, report)
 
 
-def _seed_moderation(report: SeedReport) -> None:
-    for name, kind, pattern, action in (
+# What the demo community says in its chats: three scams from two people and ordinary chatter, judged and acted
+# on by the real engine and ladder (the platforms are the outbox twin), so the admin shows the whole flow.
+DEMO_CHAT = {Platform.TELEGRAM: "-1001000000001", Platform.DISCORD: "1000000000000000001"}
+DEMO_MESSAGES: tuple[tuple[str, int, str, str], ...] = (
+    # (platform, which of its demo people in creation order, message id, text)
+    ("telegram", 0, "demo-mod-1", "gm all, BTC holding the range nicely today"),
+    ("telegram", 1, "demo-mod-2", "Wallet not syncing? DM me and our support admin will help you restore it"),
+    (
+        "telegram",
+        1,
+        "demo-mod-3",
+        "Official airdrop is live, claim your airdrop now before it ends: bit.ly/cl41m",
+    ),
+    ("discord", 1, "demo-mod-4", "Send 1 ETH to the giveaway wallet and receive 2 ETH back instantly!"),
+    ("discord", 1, "demo-mod-5", "Support here: verify your wallet by entering your 12 word seed phrase"),
+    ("discord", 0, "demo-mod-6", "Anyone watching the SOL funding rate flip negative?"),
+)
+DEMO_APPEAL = "I was only asking about the airdrop, I did not post a scam."
+
+
+def _seed_moderation(anchor: dt.datetime, report: SeedReport) -> None:
+    for name, kind, extra in (
         (
             "Giveaway and doubling scams",
             ModerationRule.Kind.SCAM,
-            "double your (btc|eth|sol)\nsend .* (to|and) receive\nclaim (your )?airdrop",
-            "delete_message",
+            {"pattern": "double your (btc|eth|sol)\nsend .* (to|and) receive\nclaim (your )?airdrop"},
         ),
-        ("Unknown links from new members", ModerationRule.Kind.LINK, "coinlink.local\nx.com\nt.me", "warn"),
-        ("Flooding", ModerationRule.Kind.FLOOD, "5 messages / 10 seconds", "mute"),
+        (
+            "Unknown links from new members",
+            ModerationRule.Kind.LINK,
+            {"pattern": "coinlink.local\nx.com\nt.me"},
+        ),
+        ("Flooding", ModerationRule.Kind.FLOOD, {"limit": 5, "window_seconds": 10}),
     ):
         existed = ModerationRule.objects.filter(name=name).exists()
-        ModerationRuleFactory(name=name, kind=kind, pattern=pattern, action=action)
+        ModerationRuleFactory(name=name, kind=kind, **extra)
         report.add("moderation_rules", 0 if existed else 1)
+
+    before = {model: model.objects.count() for model in (ModerationDecision, ModerationAction, Appeal)}
+    people = {
+        platform: list(
+            PlatformIdentity.objects.filter(platform=platform, external_id__startswith="demo-").order_by(
+                "pk"
+            )[:2]
+        )
+        for platform in DEMO_CHAT
+    }
+    for minutes, (platform, which, message_id, text) in enumerate(DEMO_MESSAGES):
+        identity = people[Platform(platform)][which]
+        message = InboundMessage(
+            platform=platform,
+            chat_id=DEMO_CHAT[Platform(platform)],
+            message_id=message_id,
+            author_id=identity.external_id,
+            author_username=identity.username,
+            text=text,
+            sent_at=anchor - dt.timedelta(hours=3) + dt.timedelta(minutes=minutes),
+        )
+        # A second run finds each message judged and acted on already, and changes nothing.
+        moderation_enforce(message=message, judgement=moderation_judge(message=message))
+    appealed = ModerationAction.objects.filter(message_id="demo-mod-3").first()
+    if appealed is not None and not Appeal.objects.filter(action=appealed).exists():
+        appeal_open(message=DEMO_APPEAL, action_id=appealed.pk, source=AppealSource.BOT)
+    for model, count in before.items():
+        report.add(model._meta.db_table, model.objects.count() - count)
 
 
 def _seed_snapshots(anchor: dt.datetime, report: SeedReport) -> None:

@@ -33,6 +33,7 @@ from apps.experiments.models import ABTest
 from apps.market import indicators
 from apps.market import services as market_services
 from apps.market.models import Insight, InsightType, MarketData, SentimentData
+from apps.moderation.models import ActionKind, Appeal, ModerationAction, ModerationDecision, Strike
 
 ANCHOR = dt.datetime(2026, 11, 2, tzinfo=dt.UTC)
 HOUR = dt.timedelta(hours=1)
@@ -249,3 +250,19 @@ def test_command_reports_and_refuses_production(settings: object) -> None:
     settings.PRODUCTION = True  # type: ignore[attr-defined]
     with pytest.raises(CommandError, match="production"):
         call_command("seed_demo")
+
+
+@pytest.mark.django_db
+def test_the_community_was_moderated_through_the_real_engine_and_ladder() -> None:
+    seed_demo(anchor=ANCHOR)
+
+    decisions = dict(ModerationDecision.objects.values_list("message_id", "verdict"))
+    assert decisions["demo-mod-1"] == decisions["demo-mod-6"] == "allow"
+    assert {decisions[m] for m in ("demo-mod-2", "demo-mod-3", "demo-mod-4", "demo-mod-5")} == {"remove"}
+    actions = list(ModerationAction.objects.order_by("pk").values_list("message_id", "action"))
+    assert [message for message, _ in actions] == ["demo-mod-2", "demo-mod-3", "demo-mod-4", "demo-mod-5"]
+    # The second scam of each person climbs the ladder.
+    assert ActionKind.BAN in {action for _, action in actions}
+    assert Strike.objects.filter(voided_at__isnull=True).count() >= 4
+    (appeal,) = Appeal.objects.all()
+    assert (appeal.action.message_id, appeal.status) == ("demo-mod-3", Appeal.Status.OPEN)
