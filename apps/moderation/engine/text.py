@@ -49,7 +49,9 @@ def fold(text: str) -> str:
     """Lower case, compatibility forms (full-width, mathematical bold letters) folded, accents and zero-width
     characters removed, look-alike letters mapped to Latin. Keeps digits and punctuation."""
     text = unicodedata.normalize("NFKD", text.translate(_ZERO_WIDTH)).casefold()
-    text = "".join(ch for ch in text if not unicodedata.combining(ch))
+    if not text.isascii():
+        # Combining marks are never ASCII: a decomposed text that is ASCII has none to drop (most messages).
+        text = "".join(ch for ch in text if not unicodedata.combining(ch))
     return text.translate(_CONFUSABLE_TABLE)
 
 
