@@ -34,6 +34,7 @@ from django.utils import timezone
 
 from apps.agents import scheduler
 from apps.agents.models import DeferredTask, DeferredTaskStatus
+from apps.core.resilience import RateLimited, RetryPolicy, TransientError
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +121,24 @@ def task_retry_deferred(task: Task, *, countdown: float, error: str) -> bool:
         )
     logger.info("%s: attempt %d deferred until %s: %s", task.name, retries + 1, eta.isoformat(), error)
     return True
+
+
+def task_retry_with_backoff(task: Task, policy: RetryPolicy, exc: TransientError, *args: Any) -> Any:
+    """Try the running task again later, with the policy's jittered exponential backoff and no sooner than a
+    platform asked us to wait (``RateLimited``).
+
+    With a broker, Celery's countdown retry (raises ``Retry``). Run eagerly by the embedded runtime (no broker
+    to keep the message), the next attempt is kept in ``deferred_tasks`` for the same wait and this attempt
+    ends here (None). Run eagerly anywhere else (a one-off command, the tests: nothing would come back for a
+    deferred call), the next attempt runs at once and its result is returned."""
+    wait = policy.delay(task.request.retries + 1)
+    if isinstance(exc, RateLimited):
+        wait = max(wait, exc.retry_after)
+    if task.request.is_eager:
+        if task_retry_deferred(task, countdown=wait, error=str(exc)):
+            return None
+        return task.apply(args=args, retries=task.request.retries + 1).result
+    raise task.retry(exc=exc, countdown=wait) from exc
 
 
 def task_give_up_deferred(task: Task, *, error: str) -> bool:

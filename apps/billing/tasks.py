@@ -4,19 +4,18 @@ and mark the row failed when the retries run out."""
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from celery import Task, shared_task
 from django.utils import timezone
 
-from apps.agents.deferred import DeferrableTask, task_give_up_deferred, task_retry_deferred
+from apps.agents.deferred import DeferrableTask, task_give_up_deferred, task_retry_with_backoff
 from apps.billing.services.entitlements import entitlement_mark_sync_failed, entitlements_expire_due
 from apps.billing.services.webhooks import (
     stripe_event_mark_failed,
     stripe_event_process,
     stripe_events_recover_abandoned,
 )
-from apps.core.resilience import PermanentError, RateLimited, RetryPolicy, TransientError
+from apps.core.resilience import PermanentError, RetryPolicy, TransientError
 
 logger = logging.getLogger(__name__)
 
@@ -24,23 +23,6 @@ logger = logging.getLogger(__name__)
 # receipt, so Stripe will not redeliver it), a platform sync over up to about 2 hours.
 STRIPE_EVENT_BACKOFF = RetryPolicy(max_attempts=7, base_delay=20, max_delay=900)
 PLATFORM_SYNC_BACKOFF = RetryPolicy(max_attempts=9, base_delay=30, max_delay=3600)
-
-
-def _retry(task: Task, policy: RetryPolicy, exc: TransientError, *args: Any) -> Any:
-    """Try again later, with jittered exponential backoff (and no sooner than a platform asked us to wait).
-
-    With a broker, Celery's countdown retry. Run eagerly by the embedded runtime (no broker to keep the
-    message), the next attempt is kept in ``deferred_tasks`` for the same wait and this attempt ends here.
-    Run eagerly anywhere else (a one-off command, the tests: nothing would come back for a deferred call), the
-    next attempt runs at once."""
-    wait = policy.delay(task.request.retries + 1)
-    if isinstance(exc, RateLimited):
-        wait = max(wait, exc.retry_after)
-    if task.request.is_eager:
-        if task_retry_deferred(task, countdown=wait, error=str(exc)):
-            return None
-        return task.apply(args=args, retries=task.request.retries + 1).result
-    raise task.retry(exc=exc, countdown=wait) from exc
 
 
 # DeferrableTask: on the embedded default the call is kept as a deferred task and run by the in-process
@@ -61,7 +43,7 @@ def process_stripe_event(self: Task, event_id: int) -> str | None:
             task_give_up_deferred(self, error=error)
             logger.error("stripe event %s: retries exhausted: %s", event_id, exc)
             return None
-        result: str | None = _retry(self, STRIPE_EVENT_BACKOFF, exc, event_id)
+        result: str | None = task_retry_with_backoff(self, STRIPE_EVENT_BACKOFF, exc, event_id)
         return result
 
 
@@ -90,7 +72,7 @@ def sync_entitlement(self: Task, entitlement_id: int) -> None:
             task_give_up_deferred(self, error=error)
             logger.error("entitlement %s: platform sync retries exhausted: %s", entitlement_id, exc)
             return
-        _retry(self, PLATFORM_SYNC_BACKOFF, exc, entitlement_id)
+        task_retry_with_backoff(self, PLATFORM_SYNC_BACKOFF, exc, entitlement_id)
 
 
 @shared_task(name="billing.expire_entitlements")

@@ -4,12 +4,11 @@ retried with backoff on transient errors, and marked failed when the platform re
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from celery import Task, shared_task
 
-from apps.agents.deferred import DeferrableTask, task_give_up_deferred, task_retry_deferred
-from apps.core.resilience import RateLimited, RetryPolicy, TransientError
+from apps.agents.deferred import DeferrableTask, task_give_up_deferred, task_retry_with_backoff
+from apps.core.resilience import RetryPolicy, TransientError
 from apps.moderation.services.enforcement import (
     moderation_operation_execute,
     moderation_operation_mark_failed,
@@ -19,21 +18,6 @@ logger = logging.getLogger(__name__)
 
 # A scammer should be stopped in seconds, so the first retries come fast; an outage is sat out for about an hour.
 OPERATION_BACKOFF = RetryPolicy(max_attempts=8, base_delay=5, max_delay=900)
-
-
-def _retry(task: Task, exc: TransientError, *args: Any) -> Any:
-    """Try again later with jittered exponential backoff, and no sooner than the platform asked us to wait.
-
-    With a broker, Celery's countdown retry. Run eagerly by the embedded runtime, the next attempt is kept in
-    ``deferred_tasks`` for the same wait; run eagerly anywhere else (one-off commands, tests) it runs at once."""
-    wait = OPERATION_BACKOFF.delay(task.request.retries + 1)
-    if isinstance(exc, RateLimited):
-        wait = max(wait, exc.retry_after)
-    if task.request.is_eager:
-        if task_retry_deferred(task, countdown=wait, error=str(exc)):
-            return None
-        return task.apply(args=args, retries=task.request.retries + 1).result
-    raise task.retry(exc=exc, countdown=wait) from exc
 
 
 @shared_task(
@@ -53,5 +37,5 @@ def execute_operation(self: Task, operation_id: int) -> str | None:
             task_give_up_deferred(self, error=error)
             logger.error("moderation operation %s: retries exhausted: %s", operation_id, exc)
             return "failed"
-        result: str | None = _retry(self, exc, operation_id)
+        result: str | None = task_retry_with_backoff(self, OPERATION_BACKOFF, exc, operation_id)
         return result

@@ -13,9 +13,10 @@ import pytest
 from celery.exceptions import Retry
 from django.conf import settings
 
+from apps.agents.deferred import task_retry_with_backoff
 from apps.billing.factories import EntitlementFactory
 from apps.billing.models import Entitlement, SyncStatus
-from apps.billing.tasks import PLATFORM_SYNC_BACKOFF, _retry, expire_entitlements, sync_entitlement
+from apps.billing.tasks import PLATFORM_SYNC_BACKOFF, expire_entitlements, sync_entitlement
 from apps.core.resilience import PermanentError, RateLimited, TransientError
 from coinlink.celery import app
 
@@ -88,11 +89,13 @@ def test_a_retry_waits_at_least_as_long_as_the_platform_asked() -> None:
     worker_task = SimpleNamespace(request=SimpleNamespace(is_eager=False, retries=0), retry=retry)
 
     with pytest.raises(Retry):
-        _retry(worker_task, PLATFORM_SYNC_BACKOFF, RateLimited("slow down", retry_after=600), 1)  # type: ignore[arg-type]
+        task_retry_with_backoff(
+            worker_task, PLATFORM_SYNC_BACKOFF, RateLimited("slow down", retry_after=600), 1
+        )  # type: ignore[arg-type]
     assert scheduled["countdown"] == 600
 
     with pytest.raises(Retry):
-        _retry(worker_task, PLATFORM_SYNC_BACKOFF, TransientError("502"), 1)  # type: ignore[arg-type]
+        task_retry_with_backoff(worker_task, PLATFORM_SYNC_BACKOFF, TransientError("502"), 1)  # type: ignore[arg-type]
     assert PLATFORM_SYNC_BACKOFF.base_delay / 2 <= scheduled["countdown"] <= PLATFORM_SYNC_BACKOFF.base_delay
 
 
