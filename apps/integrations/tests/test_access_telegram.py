@@ -16,10 +16,10 @@ from apps.integrations.access import TelegramAccess, get_access_gateway, invite_
 from apps.integrations.access.telegram import TelegramAccessGateway
 from apps.integrations.access.twin import TwinTelegramAccess
 from apps.integrations.models import AccessGrant
+from apps.integrations.tests.telegram_api import TOKEN, calls, error, method, ok
 
 pytestmark = pytest.mark.django_db
 
-TOKEN = "123456:TEST-token"
 CHAT = "-1001234567890"
 MAYA = {"id": 4242, "is_bot": False, "first_name": "Maya"}
 BOT = {"id": 123456, "is_bot": True, "first_name": "CoinLink", "username": "CoinLinkBot"}
@@ -52,25 +52,6 @@ def gateway(httpserver: HTTPServer, settings: Settings) -> TelegramAccess:
     return get_access_gateway("telegram")
 
 
-def _method(name: str) -> str:
-    return f"/bot{TOKEN}/{name}"
-
-
-def _ok(result: Any) -> dict[str, Any]:
-    return {"ok": True, "result": result}
-
-
-def _error(code: int, description: str, **parameters: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {"ok": False, "error_code": code, "description": description}
-    if parameters:
-        body["parameters"] = parameters
-    return body
-
-
-def _calls(httpserver: HTTPServer) -> list[tuple[str, dict[str, str]]]:
-    return [(request.path.rsplit("/", 1)[-1], request.form.to_dict()) for request, _ in httpserver.log]
-
-
 def test_the_settings_choose_the_real_gateway_or_the_twin(settings: Settings) -> None:
     settings.TELEGRAM_BACKEND = "outbox"
     assert isinstance(get_access_gateway("telegram"), TwinTelegramAccess)
@@ -87,8 +68,8 @@ def test_an_invite_link_lets_one_person_in_until_it_expires(
     httpserver: HTTPServer, gateway: TelegramAccess
 ) -> None:
     expire_at = dt.datetime(2025, 3, 4, 9, 0, tzinfo=dt.UTC)
-    httpserver.expect_oneshot_request(_method("createChatInviteLink"), method="POST").respond_with_json(
-        _ok(
+    httpserver.expect_oneshot_request(method("createChatInviteLink"), method="POST").respond_with_json(
+        ok(
             {
                 "invite_link": "https://t.me/+AbCdEfGh123",
                 "creator": BOT,
@@ -105,7 +86,7 @@ def test_an_invite_link_lets_one_person_in_until_it_expires(
     link = gateway.create_invite_link(CHAT, invite_name("4242"), expire_at)
 
     assert link == "https://t.me/+AbCdEfGh123"
-    assert _calls(httpserver) == [
+    assert calls(httpserver) == [
         (
             "createChatInviteLink",
             {
@@ -121,12 +102,12 @@ def test_an_invite_link_lets_one_person_in_until_it_expires(
 def test_removal_bans_then_lifts_the_ban_so_they_can_come_back(
     httpserver: HTTPServer, gateway: TelegramAccess
 ) -> None:
-    httpserver.expect_ordered_request(_method("banChatMember"), method="POST").respond_with_json(_ok(True))
-    httpserver.expect_ordered_request(_method("unbanChatMember"), method="POST").respond_with_json(_ok(True))
+    httpserver.expect_ordered_request(method("banChatMember"), method="POST").respond_with_json(ok(True))
+    httpserver.expect_ordered_request(method("unbanChatMember"), method="POST").respond_with_json(ok(True))
 
     gateway.remove_member(CHAT, "4242")
 
-    assert _calls(httpserver) == [
+    assert calls(httpserver) == [
         ("banChatMember", {"chat_id": CHAT, "user_id": "4242"}),
         ("unbanChatMember", {"chat_id": CHAT, "user_id": "4242", "only_if_banned": "true"}),
     ]
@@ -136,18 +117,18 @@ def test_removal_bans_then_lifts_the_ban_so_they_can_come_back(
 def test_removing_someone_who_is_not_there_is_done(
     httpserver: HTTPServer, gateway: TelegramAccess, description: str
 ) -> None:
-    httpserver.expect_oneshot_request(_method("banChatMember")).respond_with_json(
-        _error(400, description), status=400
+    httpserver.expect_oneshot_request(method("banChatMember")).respond_with_json(
+        error(400, description), status=400
     )
 
     gateway.remove_member(CHAT, "4242")
 
-    assert [name for name, _ in _calls(httpserver)] == ["banChatMember"]
+    assert [name for name, _ in calls(httpserver)] == ["banChatMember"]
 
 
 def test_a_bot_without_rights_is_refused_for_good(httpserver: HTTPServer, gateway: TelegramAccess) -> None:
-    httpserver.expect_oneshot_request(_method("banChatMember")).respond_with_json(
-        _error(403, "Forbidden: bot is not a member of the channel chat"), status=403
+    httpserver.expect_oneshot_request(method("banChatMember")).respond_with_json(
+        error(403, "Forbidden: bot is not a member of the channel chat"), status=403
     )
 
     with pytest.raises(PermanentError, match="not a member of the channel"):
@@ -157,23 +138,23 @@ def test_a_bot_without_rights_is_refused_for_good(httpserver: HTTPServer, gatewa
 def test_a_bad_request_other_than_absence_is_permanent(
     httpserver: HTTPServer, gateway: TelegramAccess
 ) -> None:
-    httpserver.expect_oneshot_request(_method("banChatMember")).respond_with_json(
-        _error(400, "Bad Request: can't remove chat owner"), status=400
+    httpserver.expect_oneshot_request(method("banChatMember")).respond_with_json(
+        error(400, "Bad Request: can't remove chat owner"), status=400
     )
 
     with pytest.raises(PermanentError, match="chat owner"):
         gateway.remove_member(CHAT, "4242")
-    assert [name for name, _ in _calls(httpserver)] == ["banChatMember"]
+    assert [name for name, _ in calls(httpserver)] == ["banChatMember"]
 
 
 def test_flood_control_and_outages_are_worth_retrying(
     httpserver: HTTPServer, gateway: TelegramAccess
 ) -> None:
-    httpserver.expect_ordered_request(_method("getChatMember")).respond_with_json(
-        _error(429, "Too Many Requests: retry after 7", retry_after=7), status=429
+    httpserver.expect_ordered_request(method("getChatMember")).respond_with_json(
+        error(429, "Too Many Requests: retry after 7", retry_after=7), status=429
     )
-    httpserver.expect_ordered_request(_method("getChatMember")).respond_with_json(
-        _error(502, "Bad Gateway"), status=502
+    httpserver.expect_ordered_request(method("getChatMember")).respond_with_json(
+        error(502, "Bad Gateway"), status=502
     )
 
     with pytest.raises(RateLimited) as limited:
@@ -198,17 +179,17 @@ def test_flood_control_and_outages_are_worth_retrying(
 def test_membership_is_read_from_the_member_status(
     httpserver: HTTPServer, gateway: TelegramAccess, member: dict[str, Any], expected: bool
 ) -> None:
-    httpserver.expect_oneshot_request(_method("getChatMember")).respond_with_json(_ok(member))
+    httpserver.expect_oneshot_request(method("getChatMember")).respond_with_json(ok(member))
 
     assert gateway.is_member(CHAT, "4242") is expected
-    assert _calls(httpserver) == [("getChatMember", {"chat_id": CHAT, "user_id": "4242"})]
+    assert calls(httpserver) == [("getChatMember", {"chat_id": CHAT, "user_id": "4242"})]
 
 
 def test_someone_telegram_does_not_know_in_the_chat_is_not_a_member(
     httpserver: HTTPServer, gateway: TelegramAccess
 ) -> None:
-    httpserver.expect_oneshot_request(_method("getChatMember")).respond_with_json(
-        _error(400, "Bad Request: user not found"), status=400
+    httpserver.expect_oneshot_request(method("getChatMember")).respond_with_json(
+        error(400, "Bad Request: user not found"), status=400
     )
 
     assert gateway.is_member(CHAT, "4242") is False

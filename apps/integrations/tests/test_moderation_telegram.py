@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Any
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
@@ -17,10 +16,10 @@ from apps.integrations.models import ModerationCall, OutboxMessage
 from apps.integrations.moderation import NotInCommunity, PlatformModeration, get_moderation_client
 from apps.integrations.moderation.telegram import TelegramModeration
 from apps.integrations.moderation.twin import TwinModeration
+from apps.integrations.tests.telegram_api import TOKEN, calls, error, method, ok
 
 pytestmark = pytest.mark.django_db
 
-TOKEN = "123456:TEST-token"
 GROUP = "-1001234567890"
 MAYA = "4242"
 BOT = {"id": 123456, "is_bot": True, "first_name": "CoinLink", "username": "CoinLinkBot"}
@@ -53,25 +52,6 @@ def client(httpserver: HTTPServer, settings: Settings) -> PlatformModeration:
     return get_moderation_client("telegram")
 
 
-def _method(name: str) -> str:
-    return f"/bot{TOKEN}/{name}"
-
-
-def _ok(result: Any) -> dict[str, Any]:
-    return {"ok": True, "result": result}
-
-
-def _error(code: int, description: str, **parameters: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {"ok": False, "error_code": code, "description": description}
-    if parameters:
-        body["parameters"] = parameters
-    return body
-
-
-def _calls(httpserver: HTTPServer) -> list[tuple[str, dict[str, str]]]:
-    return [(request.path.rsplit("/", 1)[-1], request.form.to_dict()) for request, _ in httpserver.log]
-
-
 def test_the_settings_choose_the_real_client_or_the_twin(settings: Settings) -> None:
     settings.TELEGRAM_BACKEND = "outbox"
     assert isinstance(get_moderation_client("telegram"), TwinModeration)
@@ -89,15 +69,15 @@ def test_the_settings_choose_the_real_client_or_the_twin(settings: Settings) -> 
 def test_a_message_is_deleted_and_one_already_gone_is_done(
     httpserver: HTTPServer, client: PlatformModeration
 ) -> None:
-    httpserver.expect_ordered_request(_method("deleteMessage"), method="POST").respond_with_json(_ok(True))
-    httpserver.expect_ordered_request(_method("deleteMessage"), method="POST").respond_with_json(
-        _error(400, "Bad Request: message to delete not found"), status=400
+    httpserver.expect_ordered_request(method("deleteMessage"), method="POST").respond_with_json(ok(True))
+    httpserver.expect_ordered_request(method("deleteMessage"), method="POST").respond_with_json(
+        error(400, "Bad Request: message to delete not found"), status=400
     )
 
     client.delete_message(chat_id=GROUP, message_id="77")
     client.delete_message(chat_id=GROUP, message_id="78")
 
-    assert _calls(httpserver) == [
+    assert calls(httpserver) == [
         ("deleteMessage", {"chat_id": GROUP, "message_id": "77"}),
         ("deleteMessage", {"chat_id": GROUP, "message_id": "78"}),
     ]
@@ -106,8 +86,8 @@ def test_a_message_is_deleted_and_one_already_gone_is_done(
 def test_a_message_too_old_to_delete_is_refused_for_good(
     httpserver: HTTPServer, client: PlatformModeration
 ) -> None:
-    httpserver.expect_oneshot_request(_method("deleteMessage")).respond_with_json(
-        _error(400, "Bad Request: message can't be deleted"), status=400
+    httpserver.expect_oneshot_request(method("deleteMessage")).respond_with_json(
+        error(400, "Bad Request: message can't be deleted"), status=400
     )
 
     with pytest.raises(PermanentError, match="can't be deleted"):
@@ -117,13 +97,11 @@ def test_a_message_too_old_to_delete_is_refused_for_good(
 def test_a_mute_takes_every_permission_away_until_a_time(
     httpserver: HTTPServer, client: PlatformModeration
 ) -> None:
-    httpserver.expect_oneshot_request(_method("restrictChatMember"), method="POST").respond_with_json(
-        _ok(True)
-    )
+    httpserver.expect_oneshot_request(method("restrictChatMember"), method="POST").respond_with_json(ok(True))
 
     client.mute(space=GROUP, user_id=MAYA, until=UNTIL, reason="scam")
 
-    ((name, form),) = _calls(httpserver)
+    ((name, form),) = calls(httpserver)
     assert name == "restrictChatMember"
     assert form["chat_id"] == GROUP
     assert form["user_id"] == MAYA
@@ -136,13 +114,11 @@ def test_a_mute_takes_every_permission_away_until_a_time(
 def test_lifting_a_mute_gives_every_permission_back(
     httpserver: HTTPServer, client: PlatformModeration
 ) -> None:
-    httpserver.expect_oneshot_request(_method("restrictChatMember"), method="POST").respond_with_json(
-        _ok(True)
-    )
+    httpserver.expect_oneshot_request(method("restrictChatMember"), method="POST").respond_with_json(ok(True))
 
     client.unmute(space=GROUP, user_id=MAYA)
 
-    ((name, form),) = _calls(httpserver)
+    ((name, form),) = calls(httpserver)
     assert name == "restrictChatMember"
     assert "until_date" not in form
     permissions = json.loads(form["permissions"])
@@ -153,8 +129,8 @@ def test_lifting_a_mute_gives_every_permission_back(
 def test_muting_someone_not_in_the_chat_says_so_and_unmuting_them_is_done(
     httpserver: HTTPServer, client: PlatformModeration
 ) -> None:
-    httpserver.expect_request(_method("restrictChatMember")).respond_with_json(
-        _error(400, "Bad Request: USER_NOT_PARTICIPANT"), status=400
+    httpserver.expect_request(method("restrictChatMember")).respond_with_json(
+        error(400, "Bad Request: USER_NOT_PARTICIPANT"), status=400
     )
 
     with pytest.raises(NotInCommunity, match="not in chat"):
@@ -163,13 +139,13 @@ def test_muting_someone_not_in_the_chat_says_so_and_unmuting_them_is_done(
 
 
 def test_a_ban_and_its_lifting(httpserver: HTTPServer, client: PlatformModeration) -> None:
-    httpserver.expect_ordered_request(_method("banChatMember"), method="POST").respond_with_json(_ok(True))
-    httpserver.expect_ordered_request(_method("unbanChatMember"), method="POST").respond_with_json(_ok(True))
+    httpserver.expect_ordered_request(method("banChatMember"), method="POST").respond_with_json(ok(True))
+    httpserver.expect_ordered_request(method("unbanChatMember"), method="POST").respond_with_json(ok(True))
 
     client.ban(space=GROUP, user_id=MAYA, reason="scam")
     client.unban(space=GROUP, user_id=MAYA)
 
-    assert _calls(httpserver) == [
+    assert calls(httpserver) == [
         ("banChatMember", {"chat_id": GROUP, "user_id": MAYA}),
         ("unbanChatMember", {"chat_id": GROUP, "user_id": MAYA, "only_if_banned": "true"}),
     ]
@@ -178,8 +154,8 @@ def test_a_ban_and_its_lifting(httpserver: HTTPServer, client: PlatformModeratio
 def test_a_bot_without_admin_rights_is_refused_for_good(
     httpserver: HTTPServer, client: PlatformModeration
 ) -> None:
-    httpserver.expect_oneshot_request(_method("banChatMember")).respond_with_json(
-        _error(400, "Bad Request: not enough rights to restrict/unrestrict chat member"), status=400
+    httpserver.expect_oneshot_request(method("banChatMember")).respond_with_json(
+        error(400, "Bad Request: not enough rights to restrict/unrestrict chat member"), status=400
     )
 
     with pytest.raises(PermanentError, match=r"(?i)not enough rights"):
@@ -189,11 +165,11 @@ def test_a_bot_without_admin_rights_is_refused_for_good(
 def test_flood_control_and_outages_are_worth_retrying(
     httpserver: HTTPServer, client: PlatformModeration
 ) -> None:
-    httpserver.expect_ordered_request(_method("banChatMember")).respond_with_json(
-        _error(429, "Too Many Requests: retry after 9", retry_after=9), status=429
+    httpserver.expect_ordered_request(method("banChatMember")).respond_with_json(
+        error(429, "Too Many Requests: retry after 9", retry_after=9), status=429
     )
-    httpserver.expect_ordered_request(_method("banChatMember")).respond_with_json(
-        _error(502, "Bad Gateway"), status=502
+    httpserver.expect_ordered_request(method("banChatMember")).respond_with_json(
+        error(502, "Bad Gateway"), status=502
     )
 
     with pytest.raises(RateLimited) as limited:
@@ -206,8 +182,8 @@ def test_flood_control_and_outages_are_worth_retrying(
 def test_a_direct_message_goes_to_the_persons_private_chat(
     httpserver: HTTPServer, client: PlatformModeration
 ) -> None:
-    httpserver.expect_oneshot_request(_method("sendMessage"), method="POST").respond_with_json(
-        _ok(
+    httpserver.expect_oneshot_request(method("sendMessage"), method="POST").respond_with_json(
+        ok(
             {
                 "message_id": 901,
                 "date": 1764840000,
@@ -221,14 +197,14 @@ def test_a_direct_message_goes_to_the_persons_private_chat(
     message_id = client.send_dm(user_id=MAYA, text="Your message was removed.", idempotency_key="k1")
 
     assert message_id == "901"
-    assert _calls(httpserver) == [("sendMessage", {"chat_id": MAYA, "text": "Your message was removed."})]
+    assert calls(httpserver) == [("sendMessage", {"chat_id": MAYA, "text": "Your message was removed."})]
 
 
 def test_someone_who_never_started_the_bot_cannot_be_written_to(
     httpserver: HTTPServer, client: PlatformModeration
 ) -> None:
-    httpserver.expect_oneshot_request(_method("sendMessage")).respond_with_json(
-        _error(403, "Forbidden: bot can't initiate conversation with a user"), status=403
+    httpserver.expect_oneshot_request(method("sendMessage")).respond_with_json(
+        error(403, "Forbidden: bot can't initiate conversation with a user"), status=403
     )
 
     with pytest.raises(PermanentError, match="initiate conversation"):
