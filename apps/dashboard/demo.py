@@ -592,12 +592,13 @@ def _seed_moderation(anchor: dt.datetime, report: SeedReport) -> None:
             ModerationRule.Kind.SCAM,
             {"pattern": "double your (btc|eth|sol)\nsend .* (to|and) receive\nclaim (your )?airdrop"},
         ),
+        # A deny list, not an allow list: members share news links all day, and an allow list would remove them.
         (
-            "Unknown links from new members",
-            ModerationRule.Kind.LINK,
-            {"pattern": "coinlink.local\nx.com\nt.me"},
+            "Fake CoinLink support sites",
+            ModerationRule.Kind.LINK_DENY,
+            {"pattern": "coinlink-support.com\ncoinlink-airdrop.net\ncoinlink-wallet-sync.io"},
         ),
-        ("Flooding", ModerationRule.Kind.FLOOD, {"limit": 5, "window_seconds": 10}),
+        ("Flooding", ModerationRule.Kind.FLOOD, {"pattern": "", "limit": 5, "window_seconds": 10}),
     ):
         existed = ModerationRule.objects.filter(name=name).exists()
         ModerationRuleFactory(name=name, kind=kind, **extra)
