@@ -63,7 +63,8 @@ class ReadOnlyTabularInline(admin.TabularInline):
     show_change_link = True
 
     def get_readonly_fields(self, request: HttpRequest, obj: Model | None = None) -> tuple[str, ...]:
-        return tuple(self.fields or ())
+        # An inline's fields are plain names (never fieldset groups), so they are the read-only fields as given.
+        return tuple(str(field) for field in self.fields or ())
 
     def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False

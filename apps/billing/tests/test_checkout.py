@@ -108,7 +108,7 @@ def twin_mode(settings: DjangoSettings) -> None:
 
 @pytest.fixture
 def pro() -> Plan:
-    plan = PlanFactory(
+    plan = PlanFactory.create(
         slug="pro", name="Pro", trial_days=7, entitlement_keys=["portal.premium", "portal.elite"]
     )
     PlanPriceFactory(plan=plan, interval="month", amount_minor=2900, stripe_price_id="price_1ProMonthly")
@@ -118,7 +118,7 @@ def pro() -> Plan:
 
 @pytest.fixture
 def member(client: Client) -> User:
-    user = UserFactory(email="ada@example.com")
+    user = UserFactory.create(email="ada@example.com")
     client.force_login(user)
     return user
 
@@ -372,7 +372,7 @@ def test_twin_walks_from_checkout_to_a_trialing_membership(
     client: Client, twin_mode: None, pro: Plan, member: User
 ) -> None:
     PlanPrice.objects.filter(plan=pro).update(stripe_price_id=None)
-    attempt = ConversionAttemptFactory(plan=pro)
+    attempt = ConversionAttemptFactory.create(plan=pro)
     client.get(reverse("portal:plans"), {"offer": str(attempt.token)})
 
     session = _start_twin_checkout(client, pro)
@@ -502,7 +502,7 @@ def test_twin_session_of_another_member_is_not_found(
     client: Client, twin_mode: None, pro: Plan, member: User
 ) -> None:
     session = _start_twin_checkout(client, pro)
-    client.force_login(UserFactory())
+    client.force_login(UserFactory.create())
     url = reverse("portal:billing_twin_checkout", args=[session.id])
 
     assert client.get(url).status_code == 404

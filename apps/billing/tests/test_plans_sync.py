@@ -165,7 +165,7 @@ def stripe_fake(httpserver: HTTPServer, settings: DjangoSettings) -> FakeStripeC
 
 @pytest.fixture
 def pro() -> Plan:
-    plan = PlanFactory(
+    plan = PlanFactory.create(
         slug="pro",
         name="Pro",
         description="Daily analysis and the members' channels.",

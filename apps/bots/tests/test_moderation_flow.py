@@ -7,6 +7,7 @@ that plays both APIs."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import discord.http
@@ -39,7 +40,7 @@ API = discord_fake.API
 GUILD = discord_fake.GUILD
 GROUP = str(telegram_fake.GROUP["id"])
 TOKEN = telegram_fake.TOKEN
-MAYA_DISCORD = discord_fake.MAYA["id"]
+MAYA_DISCORD = str(discord_fake.MAYA["id"])
 MAYA_TELEGRAM = str(telegram_fake.MAYA["id"])
 SPAM = "Join pumpsignals today, 10x guaranteed"
 
@@ -51,7 +52,9 @@ def _both(request: Request) -> Response:
 
 
 @pytest.fixture(autouse=True)
-def both_apis(httpserver: HTTPServer, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> HTTPServer:
+def both_apis(
+    httpserver: HTTPServer, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[HTTPServer]:
     monkeypatch.setitem(celery_app.conf, "task_always_eager", True)
     discord_base = httpserver.url_for(API)
     monkeypatch.setattr(discord.http.Route, "BASE", discord_base)

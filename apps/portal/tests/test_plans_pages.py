@@ -28,7 +28,7 @@ def _twin(settings: DjangoSettings) -> None:
 
 
 def _plan(slug: str, *, rank: int, monthly: int, yearly: int | None = None, **kwargs: object) -> Plan:
-    plan = PlanFactory(slug=slug, name=slug.title(), rank=rank, **kwargs)
+    plan = PlanFactory.create(slug=slug, name=slug.title(), rank=rank, **kwargs)
     PlanPriceFactory(plan=plan, interval="month", amount_minor=monthly)
     if yearly is not None:
         PlanPriceFactory(plan=plan, interval="year", amount_minor=yearly)
@@ -37,7 +37,7 @@ def _plan(slug: str, *, rank: int, monthly: int, yearly: int | None = None, **kw
 
 @pytest.fixture
 def member(client: Client) -> User:
-    user = UserFactory()
+    user = UserFactory.create()
     client.force_login(user)
     return user
 
@@ -143,7 +143,7 @@ def test_plans_page_queries_do_not_grow_with_plans(
 ) -> None:
     plans = [_plan(f"plan-{i}", rank=i, monthly=1000 + i, yearly=10000 + i) for i in range(2)]
     if visitor == "member":
-        user = UserFactory()
+        user = UserFactory.create()
         client.force_login(user)
         SubscriptionFactory(user=user, plan=plans[0], price=plans[0].prices.first())
     url = reverse("portal:plans")

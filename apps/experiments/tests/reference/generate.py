@@ -192,12 +192,12 @@ def correction_cases(count: int) -> list[dict]:
         p = rng.uniform(0, 0.12, m) if i % 2 else rng.beta(0.5, 3, m)
         if m > 2 and i % 3 == 0:
             p[1] = p[0]  # ties
-        p = [float(x) for x in p]
+        p_values = [float(x) for x in p]
         cases.append(
             {
-                "p_values": p,
-                "holm": [float(x) for x in multipletests(p, method="holm")[1]],
-                "bh": [float(x) for x in multipletests(p, method="fdr_bh")[1]],
+                "p_values": p_values,
+                "holm": [float(x) for x in multipletests(p_values, method="holm")[1]],
+                "bh": [float(x) for x in multipletests(p_values, method="fdr_bh")[1]],
             }
         )
     return cases
