@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -21,6 +20,7 @@ from django.conf import settings
 from prometheus_client.parser import text_string_to_metric_families
 
 from coinlink.celery import app as celery_app
+from tests.processes import free_port, running
 
 ROOT = Path(__file__).resolve().parent.parent
 ROUTE = "billing/stripe/webhook/"
@@ -30,12 +30,6 @@ REQUESTS = 10_000
 CONNECTIONS = 8
 
 pytestmark = pytest.mark.processes
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _environment(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -69,36 +63,9 @@ def prepared(tmp_path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def _process(args: list[str], env: dict[str, str], log: Path, *, port: int | None = None) -> Iterator[int]:
-    """One of the platform's processes; waits for its port when it has one, stops it (by its pid) after."""
-    with log.open("ab") as out:
-        process = subprocess.Popen(  # noqa: S603 - our own interpreter and fixed arguments
-            [sys.executable, "-m", *args], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while port is not None:
-            if process.poll() is not None:
-                raise RuntimeError(f"{args[0]} exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{args[0]} did not listen within 60 s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.1)
-        yield process.pid
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=20)
-
-
-@contextlib.contextmanager
 def _daphne(env: dict[str, str], log: Path) -> Iterator[int]:
-    port = _free_port()
-    with _process(
+    port = free_port()
+    with running(
         ["daphne", "-b", "127.0.0.1", "-p", str(port), "coinlink.asgi:application"], env, log, port=port
     ):
         yield port
@@ -197,7 +164,7 @@ def test_tasks_run_by_a_workers_children_are_counted_in_the_web_scrape(
         "-l",
         "error",
     ]
-    with _process(worker, env, prepared / "worker.log"), _daphne(env, prepared / "web.log") as port:
+    with running(worker, env, prepared / "worker.log"), _daphne(env, prepared / "web.log") as port:
         for n in range(tasks):
             # A built-in task: it needs nothing but a worker.
             celery_app.send_task("celery.accumulate", args=[n], queue=queue)

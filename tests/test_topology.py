@@ -50,6 +50,7 @@ from apps.billing.tests import stripe_fakes
 from apps.core.models import Heartbeat
 from apps.market.models import NewsArticle
 from coinlink.celery import app as celery_app
+from tests.processes import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 HOSTNAME = socket.gethostname()
@@ -67,12 +68,6 @@ pytestmark = [
 
 
 # --- the processes ------------------------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _database_url() -> str:
@@ -339,7 +334,7 @@ def _get_health(port: int) -> dict[str, Any]:
 
 
 def test_beat_runs_a_pipeline_through_the_broker_and_health_sees_every_process(topology: Topology) -> None:
-    port = _free_port()
+    port = free_port()
     topology.web(port)
     topology.worker("a")
     topology.worker("b")
@@ -386,7 +381,7 @@ def test_beat_runs_a_pipeline_through_the_broker_and_health_sees_every_process(t
 
 def test_a_stripe_webhook_answered_by_the_web_process_is_processed_by_a_worker(topology: Topology) -> None:
     with _fake_stripe(latency=0) as fake:
-        port = _free_port()
+        port = free_port()
         topology.web(port)
         topology.worker("a", STRIPE_API_BASE=_api_base(fake))
         topology.worker("b", STRIPE_API_BASE=_api_base(fake))

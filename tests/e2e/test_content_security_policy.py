@@ -9,17 +9,16 @@ listener sees violations at all: an inline script without the nonce is refused a
 
 from __future__ import annotations
 
-import contextlib
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.processes import free_port, running
 
 pytestmark = pytest.mark.browser
 
@@ -49,12 +48,6 @@ document.addEventListener("securitypolicyviolation", function (event) {
 
 
 REDOCLY_LOGO = "https://cdn.redoc.ly/redoc/logo-mini.svg"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _environment(tmp_path: Path) -> dict[str, str]:
@@ -94,34 +87,10 @@ def server(tmp_path: Path) -> Iterator[str]:
     _manage(env, "migrate", "--noinput", "-v0")
     _manage(env, "collectstatic", "--noinput", "-v0")
     _manage(env, "createsuperuser", "--noinput")
-    port = _free_port()
-    log = tmp_path / "daphne.log"
-    with log.open("ab") as out:
-        process = subprocess.Popen(  # noqa: S603 - our own interpreter and fixed arguments
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "coinlink.asgi:application"],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"daphne exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"daphne did not listen within 60 s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.1)
+    port = free_port()
+    daphne = ["daphne", "-b", "127.0.0.1", "-p", str(port), "coinlink.asgi:application"]
+    with running(daphne, env, tmp_path / "daphne.log", port=port):
         yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=20)
 
 
 @pytest.fixture
