@@ -80,6 +80,7 @@ INSTALLED_APPS = [
     "apps.content",
     "apps.billing",
     "apps.moderation",
+    "apps.learning",
     "apps.bots",
     "apps.portal",
     "apps.dashboard",
