@@ -18,6 +18,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from apps.accounts.models import User
+from apps.agents.models import PerformanceSnapshot
 from apps.content.models import (
     Audience,
     ContentDraft,
@@ -33,6 +34,8 @@ from apps.content.models import (
 from apps.content.selectors import content_draft_waiting_list
 from apps.core import live
 from apps.core.live import DASHBOARD_GROUP
+from apps.experiments.models import ABTest
+from apps.experiments.services import exposure_record
 from apps.integrations.types import PublishResult
 from apps.market.models import Insight, InsightStatus
 
@@ -395,6 +398,9 @@ def content_draft_attach_image(*, draft_ids: Iterable[int], media_id: int) -> in
 # never sent again blindly (see the publishing agent).
 
 PUBLISHED_NOTE_KEY = "published"
+# The analytics agent's series of mean engagement rates per platform and format, and the A/B metric a post's
+# own rate is recorded under (apps.experiments.metrics).
+ENGAGEMENT_RATE = "engagement_rate"
 
 
 def content_draft_claim_for_publishing(*, draft_id: int) -> bool:
@@ -489,4 +495,28 @@ def content_draft_record_published(
         Insight.objects.filter(
             pk=draft.plan.insight_id, status__in=[InsightStatus.NEW, InsightStatus.PLANNED]
         ).update(status=InsightStatus.USED, updated_at=now)
+    if draft.variant_id is not None:
+        # The variant is now shown: its assignment (keyed by the plan, as creation asked) counts from here.
+        baseline = _engagement_baseline(platform=draft.platform, post_format=draft.format, before=now)
+        exposure_record(
+            subject=ABTest.Subject.POST,
+            subject_key=f"plan:{draft.plan_id}",
+            at=now,
+            pre_values={ENGAGEMENT_RATE: baseline} if baseline is not None else None,
+        )
     return published
+
+
+def _engagement_baseline(*, platform: str, post_format: str, before: dt.datetime) -> float | None:
+    """The latest mean engagement rate of the platform and format before ``before``: the post's pre-period
+    value for CUPED, which takes out what the platform and format explain of its own rate."""
+    return (
+        PerformanceSnapshot.objects.filter(
+            metric=ENGAGEMENT_RATE,
+            scope=f"platform:{platform}|format:{post_format}",
+            captured_at__lte=before,
+        )
+        .order_by("-captured_at")
+        .values_list("value", flat=True)
+        .first()
+    )

@@ -6,7 +6,7 @@ import factory
 from django.utils import timezone
 from factory.django import DjangoModelFactory
 
-from apps.experiments.models import ABTest, ABTestVariant, Assignment
+from apps.experiments.models import ABTest, ABTestVariant, Assignment, Hypothesis, Outcome
 
 
 class ABTestFactory(DjangoModelFactory[ABTest]):
@@ -40,3 +40,45 @@ class AssignmentFactory(DjangoModelFactory[Assignment]):
     variant = factory.SubFactory(ABTestVariantFactory)
     test = factory.SelfAttribute("variant.test")
     subject_key = factory.Sequence(lambda n: f"draft:{n}")
+
+
+class OutcomeFactory(DjangoModelFactory[Outcome]):
+    class Meta:
+        model = Outcome
+
+    assignment = factory.SubFactory(AssignmentFactory, exposed_at=factory.LazyFunction(timezone.now))
+    test = factory.SelfAttribute("assignment.test")
+    variant = factory.SelfAttribute("assignment.variant")
+    metric = "engagement_rate"
+    value = 0.042
+    recorded_at = factory.LazyFunction(timezone.now)
+
+
+class HypothesisFactory(DjangoModelFactory[Hypothesis]):
+    class Meta:
+        model = Hypothesis
+
+    title = factory.Sequence(lambda n: f"Question openings {n}")
+    subject = ABTest.Subject.POST
+    dimension = Hypothesis.Dimension.TONE
+    statement = "Opening with a question earns more engagement than a statement."
+    variants = factory.LazyFunction(
+        lambda: [
+            {
+                "key": "A",
+                "name": "Statement",
+                "payload": {"opening": "statement"},
+                "weight": 1,
+                "is_control": True,
+            },
+            {
+                "key": "B",
+                "name": "Question",
+                "payload": {"opening": "question"},
+                "weight": 1,
+                "is_control": False,
+            },
+        ]
+    )
+    metric = "engagement_rate"
+    position = factory.Sequence(lambda n: n)

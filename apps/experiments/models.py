@@ -115,6 +115,11 @@ class Assignment(models.Model):
     )
     assigned_at = models.DateTimeField(auto_now_add=True)
     exposed_at = models.DateTimeField(null=True, blank=True)
+    pre_values = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Per metric, the unit's value before exposure, known when it was exposed (for CUPED)",
+    )
     converted_at = models.DateTimeField(null=True, blank=True)
     value = models.FloatField(null=True, blank=True, help_text="Observed metric value for continuous metrics")
 

@@ -34,6 +34,10 @@ from django.utils import timezone
 from apps.accounts.models import User
 from apps.billing import stripe_client
 from apps.billing.models import StripeEvent, StripeEventStatus, Subscription, SubscriptionStatus
+from apps.billing.services.conversion import (
+    conversion_attempt_record_checkout,
+    conversion_attempt_record_payment,
+)
 from apps.billing.services.entitlements import entitlements_revoke_for_subscription
 from apps.billing.services.subscriptions import (
     TERMINAL,
@@ -246,6 +250,7 @@ def _checkout_session_completed(event: StripeEvent) -> None:
     token = metadata.get("conversion_token")
     if token and conversion_attempt_mark_converted(token=token, subscription=subscription):
         logger.info("conversion %s converted into subscription %s", token, subscription_id)
+        conversion_attempt_record_checkout(token=token, subscription=subscription, at=event.stripe_created)
 
 
 def _checkout_user(*candidates: Any) -> User | None:
@@ -282,7 +287,11 @@ def _invoice_paid(event: StripeEvent) -> None:
     subscription_id = _invoice_subscription_id(invoice)
     if not subscription_id:
         raise EventNotOurs(f"invoice {invoice.get('id')} belongs to no subscription")
-    _sync_from_stripe(subscription_id)
+    subscription = _sync_from_stripe(subscription_id)
+    # What an offer brought in: its A/B test's paid conversion and revenue (a trial's $0 invoice is neither).
+    conversion_attempt_record_payment(
+        subscription=subscription, amount_minor=int(invoice.get("amount_paid") or 0), at=event.stripe_created
+    )
 
 
 def _invoice_payment_failed(event: StripeEvent) -> None:

@@ -11,6 +11,8 @@ Series written per run, all at the run's minute (a second run in the same minute
 | ``total.<name>`` | ``platform:<p>`` | sum over the posts read |
 
 ``sample_size`` is the number of posts behind a mean or total.
+
+A post whose draft carries an A/B variant also reports its engagement rate as that test's outcome.
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ from dataclasses import dataclass
 from django.db import transaction
 
 from apps.agents.models import PerformanceSnapshot
-from apps.content.models import PublishedContent
+from apps.content.models import ContentDraft, PublishedContent
 from apps.core.models import Platform
+from apps.experiments.models import ABTest
+from apps.experiments.services import outcomes_record
 from apps.integrations.types import PostMetrics
 
 ENGAGEMENT_RATE = "engagement_rate"
@@ -69,6 +73,21 @@ def _mean(values: Sequence[float]) -> float:
     return math.fsum(values) / len(values)
 
 
+def _variant_outcomes_record(posts: Sequence[PublishedContent], *, now: dt.datetime) -> int:
+    """Each measured post whose draft carries an A/B variant reports its rate as the outcome of its plan's
+    assignment (the key creation assigned it under): one query for the drafts, two to record, however many
+    posts."""
+    # By the posts' ids, not their draft_id: the caller may have loaded the posts without that column.
+    rates = {post.pk: post.engagement_rate for post in posts if post.engagement_rate is not None}
+    if not rates:
+        return 0
+    drafts = ContentDraft.objects.filter(published__in=list(rates), variant__isnull=False)
+    values = {
+        f"plan:{plan_id}": rates[post_id] for post_id, plan_id in drafts.values_list("published", "plan_id")
+    }
+    return outcomes_record(subject=ABTest.Subject.POST, metric=ENGAGEMENT_RATE, values=values, at=now)
+
+
 def published_metrics_record(
     *,
     posts: Sequence[PublishedContent],
@@ -77,8 +96,9 @@ def published_metrics_record(
     audience: Mapping[str, int] | None = None,
 ) -> MetricsRecordResult:
     """Store the metrics ``fetched`` per platform for ``posts``: each post's latest reading and rate, its
-    history, and the run's means and totals per platform and format (see the module's docstring). Two writes
-    however many posts: one bulk update of the posts, one bulk upsert of the snapshots. Readings of posts not
+    history, and the run's means and totals per platform and format (see the module's docstring). A fixed
+    number of queries however many posts: one bulk update of the posts, one bulk upsert of the snapshots,
+    and the A/B outcomes of posts with a variant (a read and an upsert). Readings of posts not
     in ``posts`` are ignored; posts without a reading keep their last one and are left out of the aggregates.
     """
     audience = audience or {}
@@ -135,6 +155,7 @@ def published_metrics_record(
             PublishedContent.objects.bulk_update(
                 updated, ["metrics", "engagement_rate", "metrics_updated_at"]
             )
+            _variant_outcomes_record(updated, now=now)
         if snapshots:
             PerformanceSnapshot.objects.bulk_create(
                 list(snapshots.values()),
