@@ -433,6 +433,12 @@ for _members, _public in (
 ):
     if vars()[_members] and vars()[_members] == vars()[_public]:
         raise ImproperlyConfigured(f"{_members} must be a private channel, not the public {_public}")
+# The operators' private channels, where performance alerts are posted (an alert rule names the platforms);
+# empty: that platform's delivery is recorded as failed and the dashboard alone shows the alert.
+TELEGRAM_OPERATORS_CHANNEL_ID = env.str("TELEGRAM_OPERATORS_CHANNEL_ID", default="")
+DISCORD_OPERATORS_CHANNEL_ID = env.str("DISCORD_OPERATORS_CHANNEL_ID", default="")
+if DISCORD_OPERATORS_CHANNEL_ID and not DISCORD_OPERATORS_CHANNEL_ID.isdigit():
+    raise ImproperlyConfigured("DISCORD_OPERATORS_CHANNEL_ID must be a numeric Discord channel id")
 
 if LLM_BACKEND not in {"templates", "anthropic"}:
     raise ImproperlyConfigured(f"LLM_BACKEND must be templates or anthropic, not {LLM_BACKEND!r}")

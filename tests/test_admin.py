@@ -91,9 +91,18 @@ from apps.content.models import (
     PublishedContent,
 )
 from apps.core.models import CircuitBreakerState, Heartbeat
-from apps.experiments.factories import ABTestFactory, ABTestVariantFactory, AssignmentFactory
-from apps.experiments.models import ABTest, ABTestVariant, Assignment
+from apps.experiments.factories import (
+    ABTestFactory,
+    ABTestVariantFactory,
+    AssignmentFactory,
+    HypothesisFactory,
+    OutcomeFactory,
+)
+from apps.experiments.models import ABTest, ABTestVariant, Assignment, Hypothesis, Outcome
 from apps.integrations.models import AccessGrant, ModerationCall, OutboxMessage
+from apps.learning.factories import AlertFactory, AlertRuleFactory, StrategyChangeFactory
+from apps.learning.models import Alert, AlertRule, LearningControl, StrategyChange
+from apps.learning.services import learning_control_get
 from apps.market.factories import InsightFactory, MarketDataFactory, NewsArticleFactory, SentimentDataFactory
 from apps.market.models import Insight, InsightStatus, MarketData, NewsArticle, SentimentData
 from apps.moderation.factories import (
@@ -194,6 +203,10 @@ ROW_BUILDERS: dict[type[Model], Callable[[], Model]] = {
     ABTest: _ab_test,
     ABTestVariant: ABTestVariantFactory,
     Assignment: AssignmentFactory,
+    Outcome: OutcomeFactory.create,
+    Hypothesis: lambda: HypothesisFactory.create(
+        test=ABTestFactory.create(), status=Hypothesis.Status.STARTED
+    ),
     MarketData: MarketDataFactory,
     NewsArticle: NewsArticleFactory,
     SentimentData: SentimentDataFactory,
@@ -280,6 +293,17 @@ ROW_BUILDERS: dict[type[Model], Callable[[], Model]] = {
         platform="telegram", operation=ModerationCall.Operation.BAN, user_external_id=str(next(_serial))
     ),
     ModerationPolicy: moderation_policy_get,
+    StrategyChange: lambda: StrategyChangeFactory(
+        status=StrategyChange.Status.REVERTED,
+        before={"x": 1.0},
+        after={"x": 1.2},
+        applied_at=timezone.now(),
+        reverted_at=timezone.now(),
+        reverted_by=UserFactory(),
+    ),
+    LearningControl: learning_control_get,
+    AlertRule: AlertRuleFactory,
+    Alert: AlertFactory,
     InboundCursor: lambda: InboundCursor.objects.create(name=f"x.mentions.{next(_serial)}", value="17"),
     # Third-party models the admin shows too.
     Group: lambda: Group.objects.create(name=f"group {next(_serial)}"),
@@ -381,7 +405,7 @@ def test_change_page_renders(staff_client: Client, model: type[Model]) -> None:
 
 
 # One row by design (the admin refuses a second): their changelists cannot grow.
-SINGLETONS = {ModerationPolicy}
+SINGLETONS = {ModerationPolicy, LearningControl}
 
 
 @pytest.mark.parametrize("model", [m for m in REGISTERED if m not in SINGLETONS], ids=_label)
@@ -492,6 +516,9 @@ READ_ONLY = [
     OnboardingStep,
     DeferredTask,
     ModerationCall,
+    StrategyChange,
+    Alert,
+    Outcome,
 ]
 
 

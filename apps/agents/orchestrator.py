@@ -9,7 +9,8 @@ failures instead of raising them, so a failure never aborts the chord that carri
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from celery import chain, group
 from celery.canvas import Signature
@@ -26,6 +27,17 @@ FINISH_PIPELINE_RUN_TASK = "apps.agents.tasks.finish_pipeline_run"
 
 class InvalidPipeline(Exception):
     """The agents cannot be ordered: a cycle, a dependency on a later phase, or on an unknown agent."""
+
+
+@contextmanager
+def run_in_this_process() -> Iterator[None]:
+    """Celery tasks sent inside the block run right here, whatever broker is configured."""
+    eager = celery_app.conf.task_always_eager
+    celery_app.conf.task_always_eager = True
+    try:
+        yield
+    finally:
+        celery_app.conf.task_always_eager = eager
 
 
 def time_limits(agent: type[BaseAgent] | None) -> tuple[int, int]:

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 from django.contrib.auth.models import AnonymousUser
-from django.db.models import Exists, F, OuterRef, Q, QuerySet
+from django.db.models import Case, Count, Exists, F, FloatField, OuterRef, Q, QuerySet, Value, When
 from django.utils import timezone
 
 from apps.accounts.models import User
@@ -242,3 +243,42 @@ def entitlement_sync_unsettled(*, user: User, keys: Collection[str], now: dt.dat
         .filter(sync_status__in=(SyncStatus.PENDING, SyncStatus.FAILED))
         .exists()
     )
+
+
+@dataclass(frozen=True)
+class Band:
+    floor: float
+    offers: int
+    conversions: int
+
+
+def conversion_attempt_bands(*, since: dt.datetime, floors: Sequence[float]) -> tuple[int, list[Band]]:
+    """Offers sent since ``since`` (failed sends are no offers) and, per score band (``floors`` ascending; a
+    band runs from its floor up to the next), how many and how many converted: one GROUP BY query. Returns
+    the number of offers of every score too."""
+    ordered = sorted(floors, reverse=True)
+    band = Case(
+        *[When(score__gte=floor, then=Value(float(floor))) for floor in ordered],
+        default=Value(None),
+        output_field=FloatField(),
+    )
+    rows = (
+        ConversionAttempt.objects.filter(sent_at__gte=since, sent_at__isnull=False)
+        .exclude(status=ConversionStatus.FAILED)
+        .annotate(band=band)
+        .values("band")
+        .annotate(
+            offers=Count("id"),
+            conversions=Count(
+                "id", filter=Q(status=ConversionStatus.CONVERTED) | Q(converted_at__isnull=False)
+            ),
+        )
+        .order_by("band")
+    )
+    total = 0
+    bands = []
+    for row in rows:
+        total += row["offers"]
+        if row["band"] is not None:
+            bands.append(Band(floor=row["band"], offers=row["offers"], conversions=row["conversions"]))
+    return total, bands

@@ -214,11 +214,12 @@ def content_draft_list_unsettled(
     )
 
 
-def published_content_count_since(*, since: dt.datetime) -> dict[str, int]:
-    """Public posts published per platform since ``since`` (what the daily caps count: an announcement in a
-    members' channel takes no public slot)."""
+def published_content_count_since(*, since: dt.datetime, until: dt.datetime | None = None) -> dict[str, int]:
+    """Public posts published per platform from ``since`` up to ``until`` (what the daily caps count: an
+    announcement in a members' channel takes no public slot)."""
+    window = {"published_at__lt": until} if until is not None else {}
     rows = (
-        PublishedContent.objects.filter(published_at__gte=since, audience=Audience.PUBLIC)
+        PublishedContent.objects.filter(published_at__gte=since, audience=Audience.PUBLIC, **window)
         .values("platform")
         .annotate(n=Count("id"))
         .values_list("platform", "n")
@@ -319,3 +320,51 @@ def content_draft_waiting_list() -> QuerySet[ContentDraft]:
 
 def content_draft_waiting_count() -> int:
     return content_draft_waiting_list().count()
+
+
+@dataclass(frozen=True)
+class PostEngagement:
+    """A public post's measured engagement with what it was planned as: the plan's arm (None for plans made
+    without arms) and the payload of the A/B variant that wrote it (None without one)."""
+
+    platform: str
+    format: str
+    engagement_rate: float
+    published_at: dt.datetime
+    arm: dict[str, Any] | None
+    variant_payload: Any
+
+
+def published_engagement_list(*, since: dt.datetime) -> list[PostEngagement]:
+    """Public posts published since ``since`` whose engagement has been measured, oldest first (one query)."""
+    rows = (
+        PublishedContent.objects.filter(
+            audience=Audience.PUBLIC, engagement_rate__isnull=False, published_at__gte=since
+        )
+        .order_by("published_at", "id")
+        .values(
+            "platform",
+            "format",
+            "engagement_rate",
+            "published_at",
+            "draft__plan__weights",
+            "draft__variant__payload",
+        )
+    )
+    return [
+        PostEngagement(
+            platform=row["platform"],
+            format=row["format"],
+            # Never None here (filtered); ``or`` tells the type checker so.
+            engagement_rate=row["engagement_rate"] or 0.0,
+            published_at=row["published_at"],
+            arm=_arm(row["draft__plan__weights"]),
+            variant_payload=row["draft__variant__payload"],
+        )
+        for row in rows
+    ]
+
+
+def _arm(weights: Any) -> dict[str, Any] | None:
+    arm = weights.get("arm") if isinstance(weights, dict) else None
+    return arm if isinstance(arm, dict) else None

@@ -412,12 +412,19 @@ def thompson_weights(
     with the uniform as ``floor + (1 - floor * k) * w``, which keeps them summing to 1 and preserves
     their order.
     """
-    k = len(posteriors)
+    if not posteriors:
+        raise ValueError("no arms")
+    rng = np.random.default_rng(seed)
+    return weights_from_draws(np.column_stack([p.draw(rng, draws) for p in posteriors]), floor=floor)
+
+
+def weights_from_draws(matrix: np.ndarray, *, floor: float = 0.0) -> list[float]:
+    """Each arm's share of the rows (joint posterior draws, one column per arm) in which it is the best,
+    mixed with the uniform as :func:`thompson_weights` does."""
+    draws, k = matrix.shape
     if k == 0:
         raise ValueError("no arms")
     if not 0 <= floor * k <= 1:
         raise ValueError("floor times the number of arms must be within [0, 1]")
-    rng = np.random.default_rng(seed)
-    matrix = np.column_stack([p.draw(rng, draws) for p in posteriors])
     wins = np.bincount(np.argmax(matrix, axis=1), minlength=k) / draws
     return (floor + (1 - floor * k) * wins).tolist()

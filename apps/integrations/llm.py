@@ -602,6 +602,9 @@ class TemplateWriter:
         question = rng.choice(_usable(questions, fields) or list(_GENERIC[2]))
         closer = rng.choice(_CLOSERS)
         tone = brief.tone or {}
+        if tone.get("opening") == "statement":
+            # Opening with the finding itself: no headline that asks.
+            main_candidates = [m for m in main_candidates if "?" not in m] or main_candidates
         cta_options = _CTAS.get(str(tone.get("cta", "")))
         cta = rng.choice(cta_options) if cta_options else ""
         emoji = _EMOJI[self._direction(brief.insight_type, fields)] if tone.get("emoji") else ""

@@ -7,6 +7,10 @@ transient failure leaves it undelivered for the next run to send again under the
 refusal (the person blocks direct messages) marks it failed with the platform's error. Every move between
 states is a conditional UPDATE on the state it leaves, so nothing is counted twice. The checkout that follows a
 click credits the offer through the token in its metadata (``subscriptions.conversion_attempt_mark_converted``).
+
+An offer with an A/B variant feeds its test (subject ``offer``, keyed by the person): sending it exposes the
+person's assignment, and the click, the checkout, the paid conversion and the revenue of the invoices paid
+are its outcomes.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from django.conf import settings
@@ -23,7 +27,7 @@ from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
-from apps.billing.models import ConversionAttempt, ConversionStatus, Plan
+from apps.billing.models import ConversionAttempt, ConversionStatus, Plan, Subscription, SubscriptionStatus
 from apps.billing.selectors import (
     conversion_attempt_get_by_token,
     conversion_attempts_undelivered,
@@ -35,7 +39,7 @@ from apps.billing.services.plans import plan_list_for_sale
 from apps.community.models import CommunityUser, InteractionKind, PlatformIdentity, UserInteraction
 from apps.community.selectors import InteractionMix, community_user_interaction_mix, community_user_scores
 from apps.core.resilience import PermanentError, TransientError
-from apps.experiments.services import assignment_for
+from apps.experiments.services import assignment_for, exposure_record, outcome_record
 from apps.integrations.publishers import get_publisher
 from apps.integrations.publishers.base import DM_PREFIX
 from apps.integrations.types import OutboundPost, Publisher
@@ -49,7 +53,8 @@ UNDELIVERED_GIVE_UP = dt.timedelta(hours=24)
 LINK_PREVIEW_AGENTS = ("telegrambot", "discordbot", "twitterbot", "facebookexternalhit", "slackbot")
 
 # The copy. A variant's payload may set ``tone`` (a key below), ``opening`` (its own first line, "{name}"
-# filled in), ``cta`` (the words before the link) and ``offer`` ("trial_link" or "promotion_code").
+# filled in), ``cta`` (the words before the link), ``offer`` ("trial_link" or "promotion_code") and
+# ``promotion_code`` (its own Stripe code: the discount under test, instead of the run's).
 OPENINGS = {
     "friendly": "Hi {name}! Thanks for being such an active part of the CoinLink community lately.",
     "direct": "{name}, you're one of the most engaged people in our community.",
@@ -63,6 +68,14 @@ OFFER_LINES = {
     ),
     OfferKind.PROMOTION_CODE: "Use the code {code} at checkout for a discount on {plan}.",
 }
+
+
+# Offers are A/B tested per person: the subject and key their variant is assigned, exposed and measured under.
+OFFER_SUBJECT = "offer"
+
+
+def offer_subject_key(community_user_id: int) -> str:
+    return f"community_user:{community_user_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +172,14 @@ def conversion_attempt_mark_clicked(*, token: str, at: dt.datetime | None = None
                 external_id=f"offer-click:{attempt.token}",
                 occurred_at=at,
             )
+            if attempt.variant_id is not None:
+                outcome_record(
+                    subject=OFFER_SUBJECT,
+                    subject_key=offer_subject_key(attempt.community_user_id),
+                    metric="click",
+                    value=1.0,
+                    at=at,
+                )
     attempt.refresh_from_db()
     return attempt
 
@@ -186,7 +207,11 @@ def _deliver(attempt: ConversionAttempt, *, identity: PlatformIdentity, publishe
         logger.info("offer %s to %s failed: %s", attempt.pk, identity, exc)
         return "failed"
     now = timezone.now()
-    unsent.update(sent_at=now, error="", updated_at=now)
+    if unsent.update(sent_at=now, error="", updated_at=now) and attempt.variant_id is not None:
+        # The person has now seen their variant's copy: from here the offer counts in its test.
+        exposure_record(
+            subject=OFFER_SUBJECT, subject_key=offer_subject_key(attempt.community_user_id), at=now
+        )
     return "sent"
 
 
@@ -210,24 +235,28 @@ def conversion_offers_send(
         platform = target.identity.platform
         if platform in paused or platform not in publishers:
             continue
-        variant = assignment_for(subject="offer", subject_key=f"community_user:{target.person.pk}")
+        variant = assignment_for(subject=OFFER_SUBJECT, subject_key=offer_subject_key(target.person.pk))
         payload = variant.payload if variant is not None and isinstance(variant.payload, dict) else {}
-        kind = offer_kind_for(person=target.person, terms=terms, payload=payload)
+        code = payload.get("promotion_code")
+        offered = (
+            replace(terms, promotion_code=code.strip()) if isinstance(code, str) and code.strip() else terms
+        )
+        kind = offer_kind_for(person=target.person, terms=offered, payload=payload)
         if kind is None:
             continue
         attempt = ConversionAttempt(
             community_user=target.person,
             platform=platform,
-            plan=terms.plan,
+            plan=offered.plan,
             offer_kind=kind,
-            promotion_code=terms.promotion_code if kind == OfferKind.PROMOTION_CODE else "",
+            promotion_code=offered.promotion_code if kind == OfferKind.PROMOTION_CODE else "",
             variant=variant,
             score=target.score,
             score_breakdown=target.breakdown,
             status=ConversionStatus.SENT,
         )
         attempt.message = offer_message(
-            person=target.person, kind=kind, terms=terms, link=offer_url(attempt), payload=payload
+            person=target.person, kind=kind, terms=offered, link=offer_url(attempt), payload=payload
         )
         attempt.save()
         outcome.attempt_ids.append(attempt.pk)
@@ -271,6 +300,49 @@ def conversion_offers_resend(
         if result == "undelivered":
             paused.add(attempt.platform)
     return outcome
+
+
+def conversion_attempt_record_checkout(*, token: str, subscription: Subscription, at: dt.datetime) -> bool:
+    """The A/B outcomes of the checkout an offer's link led to: ``checkout``, and ``conversion`` too when
+    the subscription is paid from the start (a trial converts when its first invoice is paid). False when
+    the offer carried no variant."""
+    attempt = conversion_attempt_get_by_token(token=token)
+    if attempt is None or attempt.variant_id is None:
+        return False
+    key = offer_subject_key(attempt.community_user_id)
+    if subscription.status == SubscriptionStatus.ACTIVE:
+        outcome_record(subject=OFFER_SUBJECT, subject_key=key, metric="conversion", value=1.0, at=at)
+    return outcome_record(subject=OFFER_SUBJECT, subject_key=key, metric="checkout", value=1.0, at=at)
+
+
+def conversion_attempt_record_payment(
+    *, subscription: Subscription, amount_minor: int, at: dt.datetime
+) -> bool:
+    """A paid invoice of a subscription an offer converted into: the offer's A/B outcomes ``conversion``
+    (paid now) and ``revenue`` (the amount added to what it brought so far). False when no offer with a
+    variant led to the subscription, or nothing was paid."""
+    if amount_minor <= 0:
+        return False
+    attempt = (
+        ConversionAttempt.objects.filter(
+            subscription=subscription, status=ConversionStatus.CONVERTED, variant__isnull=False
+        )
+        .order_by("-converted_at", "-pk")
+        .only("pk", "community_user_id", "variant_id")
+        .first()
+    )
+    if attempt is None:
+        return False
+    key = offer_subject_key(attempt.community_user_id)
+    outcome_record(subject=OFFER_SUBJECT, subject_key=key, metric="conversion", value=1.0, at=at)
+    return outcome_record(
+        subject=OFFER_SUBJECT,
+        subject_key=key,
+        metric="revenue",
+        value=float(amount_minor),
+        at=at,
+        accumulate=True,
+    )
 
 
 def _count(outcome: OfferOutcome, result: str) -> None:

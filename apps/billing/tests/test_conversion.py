@@ -408,6 +408,25 @@ def test_someone_who_had_a_trial_is_offered_the_promotion_code(clock: Any, pro: 
     assert "Use the code COMEBACK30 at checkout for a discount on Pro." in _dms()[0].text
 
 
+def test_a_discount_variant_offers_its_own_promotion_code(clock: Any, pro: Plan) -> None:
+    test = ABTestFactory.create(slug="offer-discount", subject=ABTest.Subject.OFFER)
+    deeper = ABTestVariantFactory.create(
+        test=test, key="B", payload={"offer": "promotion_code", "promotion_code": "WELCOME30"}, weight=1
+    )
+    ABTestVariantFactory.create(test=test, key="A", payload={}, weight=0)
+    _engaged("Ada Lovelace")
+
+    _run(promotion_code="WELCOME20")
+
+    attempt = ConversionAttempt.objects.get()
+    assert attempt.variant == deeper
+    assert (attempt.offer_kind, attempt.promotion_code) == (
+        ConversionAttempt.OfferKind.PROMOTION_CODE,
+        "WELCOME30",
+    )
+    assert "Use the code WELCOME30 at checkout for a discount on Pro." in _dms()[0].text
+
+
 # --- failures -----------------------------------------------------------------------------------------------------
 
 TOKEN = "123456:TEST-token"

@@ -7,9 +7,13 @@ present. A draft from the LLM that fails any of them, or an LLM that fails outri
 template writer's, which builds its text from the evidence alone. The checks of every attempt and the writer
 that won are recorded on the draft.
 
-Where an A/B test on posts is running, the plan's variant (``assignment_for``) sets the writer's tone. A draft
-that passed its checks on an auto-approved platform (``CONTENT_AUTO_APPROVE_PLATFORMS``) is approved at once;
-any other waits for an operator.
+The writer's tone is a preset of the ``tones`` parameter: the plan's arm names one when the strategist drew
+the plan from arms, else the default ``tone`` applies; where an A/B test on posts is running, the plan's
+variant (``assignment_for``) sets the keys its payload names over that preset. Variants are assigned
+independently of arms, so each variant meets every arm alike: the test compares its payloads without bias,
+and the bandit keeps learning which arms do best while a test runs. A draft that passed its checks on an
+auto-approved platform (``CONTENT_AUTO_APPROVE_PLATFORMS``) is approved at once; any other waits for an
+operator.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from apps.content.charts import label_for
 from apps.content.models import ContentFormat, ContentPlan, Generator
 from apps.core.models import Platform
 from apps.core.resilience import IntegrationError, PermanentError
-from apps.experiments.models import ABTest
+from apps.experiments.models import ABTest, ABTestVariant
 from apps.experiments.services import assignment_for
 from apps.integrations import llm
 from apps.integrations.llm import THREAD_SEPARATOR, TemplateWriter, split_thread, text_length
@@ -54,6 +58,9 @@ DEFAULT_BANNED_PHRASES = (
     "easy money",
     "free money",
 )
+# The tone keys the writers understand (the LLM prompt's style guide, ``llm._TONE_GUIDE``); a preset may use
+# no other.
+TONE_KEYS = ("opening", "length", "cta", "emoji", "hashtags")
 EMBED_COLOUR = 0xF7B733  # the brand's accent
 BRAND = "CoinLink"
 
@@ -247,17 +254,36 @@ class ContentCreationAgent(BaseAgent):
         # Shorter than the platform allows, for formats where the platform's limit reads as a wall of text.
         "max_chars": {"discord_embed": 1500, "long_post": 3000},
         "batch_size": 50,
+        # Tone presets for the writer, by name; an override adds or replaces presets and keeps the others.
+        "tones": {
+            "plain": {},
+            "question": {"opening": "question"},
+            "punchy": {"length": "short", "emoji": True},
+            "discuss": {"cta": "discuss"},
+        },
+        # The preset used when neither the plan's arm nor an A/B test says otherwise.
+        "tone": "plain",
     }
 
     @classmethod
     def validate_parameters(cls, parameters: dict[str, Any]) -> dict[str, Any]:
         params = super().validate_parameters(parameters)
-        params["max_chars"] = {**cls.default_parameters["max_chars"], **params["max_chars"]}
+        for table in ("max_chars", "tones"):
+            params[table] = {**cls.default_parameters[table], **params[table]}
         bad = [
             f"max_chars.{k} must be a whole number above 0"
             for k, v in params["max_chars"].items()
             if k not in ContentFormat.values or not isinstance(v, int) or isinstance(v, bool) or v < 1
         ]
+        for name, tone in params["tones"].items():
+            if not isinstance(tone, dict):
+                bad.append(f"tones.{name} must be a table of tone keys ({', '.join(TONE_KEYS)})")
+            elif unknown := sorted(set(tone) - set(TONE_KEYS)):
+                bad.append(f"tones.{name}: unknown keys {unknown}; known: {', '.join(TONE_KEYS)}")
+            elif not all(isinstance(v, str | bool) for v in tone.values()):
+                bad.append(f"tones.{name}: every value is a word or true/false")
+        if params["tone"] not in params["tones"]:
+            bad.append(f"tone: {params['tone']!r} is not one of the tones presets")
         if bad:
             raise ValidationError(bad)
         return params
@@ -390,7 +416,7 @@ class _Run:
             self.result.incr("cancelled", services.content_plan_cancel(plan_ids=[plan.pk]))
             return
         variant = assignment_for(subject=ABTest.Subject.POST, subject_key=f"plan:{plan.pk}")
-        tone = variant.payload if variant is not None and isinstance(variant.payload, dict) else {}
+        tone = self.tone(plan, variant)
         written = write_post(
             writer=self.writer,
             platform=plan.platform,
@@ -434,6 +460,17 @@ class _Run:
         self.result.incr("drafts")
         self.result.incr("approved" if approved else "pending_review")
         self.result.incr("by_llm" if written.generator == Generator.LLM else "by_template")
+
+    def tone(self, plan: ContentPlan, variant: ABTestVariant | None) -> dict[str, Any]:
+        """The preset the plan's arm names (else the default preset), with the running A/B variant's payload
+        over it. An arm naming a preset removed since the plan was made gets the default."""
+        tones = self.params["tones"]
+        arm = (plan.weights or {}).get("arm")
+        name = arm.get("tone") if isinstance(arm, dict) else None
+        tone = dict(tones[name] if isinstance(name, str) and name in tones else tones[self.params["tone"]])
+        if variant is not None and isinstance(variant.payload, dict):
+            tone.update(variant.payload)
+        return tone
 
     @staticmethod
     def subject(plan: ContentPlan) -> Subject | None:

@@ -234,7 +234,10 @@ class _Run:
             return
         caps = limits.daily_caps(self.params["daily_caps"])
         day_start = dt.datetime.combine(self.now.astimezone(dt.UTC).date(), dt.time(), dt.UTC)
-        today = selectors.published_content_count_since(since=day_start)
+        # The day's own posts only: a replayed day must not count the posts of the days after it.
+        today = selectors.published_content_count_since(
+            since=day_start, until=day_start + dt.timedelta(days=1)
+        )
         image_wait = dt.timedelta(minutes=self.params["image_wait_minutes"])
         for draft in selectors.content_draft_list_publishable(
             now=self.now, platforms=self.platforms, limit=self.params["batch_size"]

@@ -7,14 +7,24 @@ each plan. Pairs are then given posting slots best first: each platform posts at
 slot, no more than its daily cap, never in the quiet hours, never after the insight expires. An insight is
 planned once (a conditional UPDATE from new to planned, with its plans in the same transaction) and gets at
 most one plan per platform.
+
+Where the strategy tuning has learnt which kinds of post do well, ``arm_weights`` names them per platform: an
+arm is a format, a time of day (``BUCKETS``) and a tone preset of the creation agent. Each plan of such a
+platform then draws its arm by those weights, with a generator seeded by the insight and the platform (so a
+run replayed plans the same), takes the arm's format and the first free slot in the arm's time of day (any
+free slot when that part of the day is full), and carries the arm in its weights for the writer and for the
+tuning's bookkeeping. A platform without arm weights is planned as before: its configured format, the first
+free slot.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import random
 import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from django.core.exceptions import ValidationError
@@ -23,6 +33,7 @@ from apps.agents import selectors as agent_selectors
 from apps.agents.base import AgentContext, AgentResult, BaseAgent
 from apps.agents.registry import register
 from apps.content import limits, selectors, services
+from apps.content.agents.creation import ContentCreationAgent
 from apps.content.models import ContentFormat
 from apps.core.models import Platform
 from apps.market.models import Insight
@@ -39,6 +50,41 @@ PLATFORM_FORMATS: dict[str, frozenset[str]] = {
     ),
     Platform.DISCORD: frozenset({ContentFormat.SINGLE_POST, ContentFormat.DISCORD_EMBED}),
 }
+# The times of day an arm can ask for: UTC hours, start included, end not.
+BUCKETS: dict[str, range] = {
+    "night": range(0, 6),
+    "morning": range(6, 12),
+    "afternoon": range(12, 18),
+    "evening": range(18, 24),
+}
+ARM_SEPARATOR = "|"
+
+
+def bucket_of(hour: int) -> str:
+    return next(name for name, hours in BUCKETS.items() if hour in hours)
+
+
+@dataclass(frozen=True)
+class Arm:
+    """A kind of post the strategy can choose for a platform: its format, time of day and tone preset."""
+
+    format: str
+    bucket: str
+    tone: str
+
+    @property
+    def key(self) -> str:
+        return ARM_SEPARATOR.join((self.format, self.bucket, self.tone))
+
+    @classmethod
+    def parse(cls, key: str) -> Arm:
+        parts = key.split(ARM_SEPARATOR)
+        if len(parts) != 3 or not all(parts):
+            raise ValueError(f"an arm is format|bucket|tone, not {key!r}")
+        return cls(format=parts[0], bucket=parts[1], tone=parts[2])
+
+    def as_dict(self) -> dict[str, str]:
+        return {"key": self.key, "format": self.format, "bucket": self.bucket, "tone": self.tone}
 
 
 class Schedule:
@@ -90,16 +136,19 @@ class Schedule:
         self.per_day[(platform, when.date())] += 1
         self.taken.add((platform, when))
 
-    def next_free(self, platform: str, *, not_after: dt.datetime | None = None) -> dt.datetime | None:
-        """The earliest free slot of the platform, or None when there is none before ``not_after`` within
-        the horizon."""
+    def next_free(
+        self, platform: str, *, not_after: dt.datetime | None = None, bucket: str | None = None
+    ) -> dt.datetime | None:
+        """The earliest free slot of the platform (within the time of day ``bucket`` names, when it names
+        one), or None when there is none before ``not_after`` within the horizon."""
         cap = self.caps.get(platform)
         today = self.now.astimezone(dt.UTC).date()
+        slots = [s for s in self.slots.get(platform, []) if bucket is None or s.hour in BUCKETS[bucket]]
         for offset in range(self.horizon_days + 1):
             day = today + dt.timedelta(days=offset)
             if cap is not None and self.per_day[(platform, day)] >= cap:
                 continue
-            for slot in self.slots.get(platform, []):
+            for slot in slots:
                 when = dt.datetime.combine(day, slot, dt.UTC)
                 if not_after is not None and when > not_after:
                     return None
@@ -114,6 +163,43 @@ def _parse_slot(text: str) -> dt.time:
     if match is None:
         raise ValueError(f"a slot is a UTC time like 09:30, not {text!r}")
     return dt.time(int(match[1]), int(match[2]))
+
+
+def buckets_with_slots(times: Sequence[str], quiet: frozenset[int]) -> list[str]:
+    """The times of day in which a platform has a slot outside the quiet hours, in ``BUCKETS`` order."""
+    hours = {_parse_slot(t).hour for t in times} - quiet
+    return [name for name, span in BUCKETS.items() if hours & set(span)]
+
+
+def check_arm_weights(
+    arm_weights: Mapping[str, Any], *, tones: Mapping[str, Any], problems: list[str]
+) -> None:
+    """Every platform's arms: a format the platform takes, a time of day, a tone preset the creation agent
+    has; weights of 0 or more, not all 0."""
+    for platform, arms in arm_weights.items():
+        where = f"arm_weights.{platform}"
+        if platform not in Platform.values:
+            problems.append(f"arm_weights: unknown platform {platform!r}")
+            continue
+        if not isinstance(arms, dict):
+            problems.append(f"{where} must be a table of format|bucket|tone: weight")
+            continue
+        for key, weight in arms.items():
+            try:
+                arm = Arm.parse(key)
+            except ValueError as exc:
+                problems.append(f"{where}: {exc}")
+                continue
+            if arm.format not in PLATFORM_FORMATS[platform]:
+                problems.append(f"{where}: {arm.format!r} is not a format for that platform")
+            if arm.bucket not in BUCKETS:
+                problems.append(f"{where}: {arm.bucket!r} is not a time of day ({', '.join(BUCKETS)})")
+            if arm.tone not in tones:
+                problems.append(f"{where}: {arm.tone!r} is not a tone preset of content_creation")
+            if not (_number(weight) and weight >= 0):
+                problems.append(f"{where}: the weight of {key} must be a number, 0 or more")
+        if arms and not any(_number(w) and w > 0 for w in arms.values()):
+            problems.append(f"{where}: at least one weight must be above 0")
 
 
 def _number(value: object) -> bool:
@@ -163,6 +249,9 @@ class ContentStrategistAgent(BaseAgent):
             "macd_bearish_cross": 0.5,
         },
         "platform_weights": {"x": 1.0, "telegram": 0.8, "discord": 0.6},
+        # Per platform, the arms ("format|bucket|tone": weight) its plans are drawn from; a platform left out
+        # (or empty) takes its format from ``formats`` and the first free slot. Set by the strategy tuning.
+        "arm_weights": {},
         # Hours after which an insight's recency factor has halved.
         "recency_half_life_hours": 6.0,
         # Pairs scoring below this are not planned.
@@ -205,6 +294,8 @@ class ContentStrategistAgent(BaseAgent):
                 problems.append(f"formats.{platform}: {format!r} is not a format for that platform")
         if params["recency_half_life_hours"] <= 0:
             problems.append("recency_half_life_hours must be more than 0")
+        if params["arm_weights"]:
+            check_arm_weights(params["arm_weights"], tones=_creation_tones(), problems=problems)
         check_schedule_parameters(params, problems)
         if problems:
             raise ValidationError(problems)
@@ -247,7 +338,19 @@ class ContentStrategistAgent(BaseAgent):
             if priority < params["min_priority"]:
                 result.incr("below_min_priority")
                 continue
-            when = schedule.next_free(platform, not_after=insight.expires_at)
+            weights: dict[str, Any] = {**params["weights"], "factors": factors}
+            arm = self.draw_arm(insight, platform, params)
+            if arm is None:
+                format = self.format_for(insight, platform, params)
+                when = schedule.next_free(platform, not_after=insight.expires_at)
+            else:
+                format = arm.format
+                weights["arm"] = arm.as_dict()
+                when = schedule.next_free(platform, not_after=insight.expires_at, bucket=arm.bucket)
+                if when is None:
+                    when = schedule.next_free(platform, not_after=insight.expires_at)
+                    if when is not None:
+                        result.incr("arm.fallback_slot")
             if when is None:
                 result.incr(f"no_slot.{platform}")
                 continue
@@ -255,10 +358,10 @@ class ContentStrategistAgent(BaseAgent):
             wanted[insight.pk].append(
                 services.PlanSpec(
                     platform=platform,
-                    format=self.format_for(insight, platform, params),
+                    format=format,
                     scheduled_for=when,
                     priority=round(priority, 6),
-                    weights={**params["weights"], "factors": factors},
+                    weights=weights,
                     topic=insight.headline,
                 )
             )
@@ -300,10 +403,28 @@ class ContentStrategistAgent(BaseAgent):
         return sum(float(weights.get(k, 0.0)) * v for k, v in factors.items()), factors
 
     @staticmethod
+    def draw_arm(insight: Insight, platform: str, params: Mapping[str, Any]) -> Arm | None:
+        """The plan's arm, drawn by the platform's arm weights; None when the platform has none. Seeded by the
+        insight and the platform: the same plan draws the same arm whenever it is planned."""
+        arms = params["arm_weights"].get(platform)
+        if not arms:
+            return None
+        keys = sorted(arms)
+        rng = random.Random(f"{insight.pk}:{platform}")  # noqa: S311 (a draw to reproduce, not a secret)
+        return Arm.parse(rng.choices(keys, weights=[float(arms[k]) for k in keys])[0])
+
+    @staticmethod
     def format_for(insight: Insight, platform: str, params: Mapping[str, Any]) -> str:
         if platform == Platform.X and insight.confidence >= params["x_thread_min_confidence"]:
             return ContentFormat.X_THREAD
         return str(params["formats"].get(platform, ContentFormat.SINGLE_POST))
+
+
+def _creation_tones() -> dict[str, Any]:
+    """The tone presets in force in the creation agent, which the arms' tones name."""
+    config = agent_selectors.agent_config_get(agent_name=ContentCreationAgent.name)
+    params = ContentCreationAgent.validate_parameters(config.parameters if config else {})
+    return dict(params["tones"])
 
 
 def strategist_schedule(*, now: dt.datetime) -> Schedule:

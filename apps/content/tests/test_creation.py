@@ -1,7 +1,7 @@
 """Content creation: every draft fits its platform and carries only the evidence's numbers (property tests over
 many insights and tones), the LLM's drafts are checked and replaced by the template writer's when they fail
 (the real Anthropic SDK against a fake Messages API on loopback), A/B variants set the tone, and the draft is
-approved or left for review."""
+approved or left for review; the tone is the A/B variant's, else the plan's arm's preset, else the default preset."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
@@ -22,11 +23,19 @@ from apps.agents.base import AgentContext
 from apps.agents.models import AgentRun, AgentRunStatus
 from apps.agents.services import agent_run_create, agent_run_execute
 from apps.content import limits, services
-from apps.content.agents.creation import ContentCreationAgent, Post, Subject, check_post, write_post
+from apps.content.agents.creation import (
+    TONE_KEYS,
+    ContentCreationAgent,
+    Post,
+    Subject,
+    check_post,
+    write_post,
+)
 from apps.content.factories import ContentPlanFactory
 from apps.content.models import ContentDraft, ContentFormat, DraftStatus, Generator, PlanStatus
 from apps.experiments.factories import ABTestFactory, ABTestVariantFactory
 from apps.experiments.models import Assignment
+from apps.integrations import llm
 from apps.integrations.llm import TemplateWriter, split_thread, text_length, unexpected_numbers
 from apps.market.factories import InsightFactory
 from apps.market.models import Insight
@@ -620,3 +629,104 @@ def test_a_run_through_the_framework() -> None:
 
 def test_the_template_writer_is_the_fallback_writer() -> None:
     assert TemplateWriter.name == "templates"
+
+
+# --- tone presets ---------------------------------------------------------------------------------------------
+
+
+def _opens_with_a_question(body: str) -> bool:
+    first_mark = min(i for i in (body.find("?"), body.find(".")) if i >= 0)
+    return body[first_mark] == "?"
+
+
+def _arm(tone: str) -> dict[str, Any]:
+    return {
+        "arm": {
+            "key": f"single_post|morning|{tone}",
+            "format": "single_post",
+            "bucket": "morning",
+            "tone": tone,
+        }
+    }
+
+
+@pytest.mark.django_db
+def test_the_plans_arm_names_the_tone_preset() -> None:
+    asked = _plan("telegram", "single_post", weights=_arm("question"))
+    plain = _plan("telegram", "single_post", weights=_arm("plain"))
+
+    _run()
+
+    assert _opens_with_a_question(ContentDraft.objects.get(plan=asked).body)
+    assert not _opens_with_a_question(ContentDraft.objects.get(plan=plain).body)
+
+
+@pytest.mark.django_db
+def test_the_default_tone_applies_without_an_arm_or_when_its_preset_is_gone() -> None:
+    bare = _plan("telegram", "single_post")
+    orphan = _plan("telegram", "single_post", weights=_arm("removed-since"))
+
+    _run(tone="question")
+
+    assert _opens_with_a_question(ContentDraft.objects.get(plan=bare).body)
+    assert _opens_with_a_question(ContentDraft.objects.get(plan=orphan).body)
+
+
+@pytest.mark.django_db
+def test_a_running_ab_variant_sets_its_keys_over_the_arms_tone() -> None:
+    test = ABTestFactory.create()
+    statement = ABTestVariantFactory.create(test=test, key="B", payload={"opening": "statement"}, weight=1)
+    ABTestVariantFactory.create(test=test, key="A", payload={"opening": "question"}, weight=0)
+    plan = _plan("telegram", "single_post", weights=_arm("question"))
+
+    _run(tone="question")
+
+    draft = ContentDraft.objects.get(plan=plan)
+    assert draft.variant == statement
+    assert not _opens_with_a_question(draft.body)
+
+
+@pytest.mark.django_db
+def test_the_arms_tone_keeps_the_keys_the_variant_does_not_name() -> None:
+    test = ABTestFactory.create()
+    ABTestVariantFactory.create(test=test, key="A", payload={"cta": "discuss"}, weight=1)
+    plan = _plan("telegram", "single_post", weights=_arm("question"))
+
+    _run(tone="question")
+
+    body = ContentDraft.objects.get(plan=plan).body
+    assert _opens_with_a_question(body)
+    assert "What's your read?" in body or "Agree or disagree? Tell me why." in body
+
+
+def test_tone_presets_override_by_name_and_keep_the_defaults() -> None:
+    params = ContentCreationAgent.validate_parameters(
+        {"tones": {"ask": {"opening": "question", "hashtags": False}}, "tone": "ask"}
+    )
+
+    assert params["tones"] == {
+        "plain": {},
+        "question": {"opening": "question"},
+        "punchy": {"length": "short", "emoji": True},
+        "discuss": {"cta": "discuss"},
+        "ask": {"opening": "question", "hashtags": False},
+    }
+    assert params["tone"] == "ask"
+
+
+def test_the_tone_keys_are_the_ones_the_writer_knows() -> None:
+    assert set(TONE_KEYS) == {key for key, _ in llm._TONE_GUIDE}
+
+
+@pytest.mark.parametrize(
+    ("parameters", "message"),
+    [
+        ({"tones": {"loud": {"volume": "high"}}}, r"tones.loud: unknown keys \['volume'\]"),
+        ({"tones": {"loud": "shouting"}}, "tones.loud must be a table"),
+        ({"tones": {"loud": {"emoji": 3}}}, "tones.loud: every value"),
+        ({"tone": "whisper"}, "'whisper' is not one of the tones presets"),
+    ],
+)
+def test_tone_parameters_are_checked(parameters: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        ContentCreationAgent.validate_parameters(parameters)

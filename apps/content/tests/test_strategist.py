@@ -1,9 +1,11 @@
 """The content strategist: priorities from weights kept as data, formats, posting slots within daily caps and
-outside quiet hours, and every insight planned once, at most once per platform."""
+outside quiet hours, every insight planned once, at most once per platform, and the arms the strategy tuning
+weighs: drawn per plan with a seed, their format and time of day applied, recorded on the plan."""
 
 from __future__ import annotations
 
 import datetime as dt
+import random
 from typing import Any
 
 import pytest
@@ -11,8 +13,9 @@ from django.core.exceptions import ValidationError
 from pytest_django.fixtures import Settings as SettingsWrapper
 
 from apps.agents.base import AgentContext
+from apps.agents.factories import AgentConfigFactory
 from apps.content import services
-from apps.content.agents.strategist import ContentStrategistAgent, Schedule
+from apps.content.agents.strategist import BUCKETS, Arm, ContentStrategistAgent, Schedule
 from apps.content.factories import ContentPlanFactory
 from apps.content.models import ContentFormat, ContentPlan, PlanStatus
 from apps.market.factories import InsightFactory
@@ -281,3 +284,123 @@ def test_the_schedule_skips_taken_slots_full_days_and_quiet_hours() -> None:
     schedule.book("x", _at(4, 9))
     assert schedule.next_free("x") is None  # tomorrow is full too
     assert schedule.next_free("telegram") is None  # no slots at all
+
+
+# --- arm weights ----------------------------------------------------------------------------------------------
+
+
+def _expected_arm(insight: Insight, platform: str, arms: dict[str, float]) -> str:
+    keys = sorted(arms)
+    return random.Random(f"{insight.pk}:{platform}").choices(keys, weights=[arms[k] for k in keys])[0]
+
+
+def test_an_arm_sets_the_format_the_time_of_day_and_is_recorded() -> None:
+    insight = _insight(confidence=0.7)
+
+    counters = _run(platforms=["x"], arm_weights={"x": {"x_thread|evening|question": 1.0}})
+
+    plan = ContentPlan.objects.get(insight=insight)
+    # The X thread rule gives way to the arm, and the first evening slot (19:00) to the first slot (11:00).
+    assert (plan.format, plan.scheduled_for) == (ContentFormat.X_THREAD, _at(3, 19))
+    assert plan.weights["arm"] == {
+        "key": "x_thread|evening|question",
+        "format": "x_thread",
+        "bucket": "evening",
+        "tone": "question",
+    }
+    assert "arm.fallback_slot" not in counters
+
+
+def test_arms_are_drawn_by_weight_with_a_seed_per_insight_and_platform() -> None:
+    arms = {
+        "single_post|morning|plain": 1.0,
+        "x_thread|afternoon|punchy": 3.0,
+        "single_post|evening|discuss": 2.0,
+    }
+    insights = [_insight(confidence=0.5 + i / 100, expires_at=NOW + dt.timedelta(days=3)) for i in range(6)]
+
+    counters = _run(platforms=["x"], arm_weights={"x": arms}, daily_caps={"x": 8}, horizon_days=3)
+
+    drawn = {p.insight_id: p.weights["arm"]["key"] for p in ContentPlan.objects.filter(platform="x")}
+    assert drawn == {i.pk: _expected_arm(i, "x", arms) for i in insights}
+    # Drawn again, the same arm: the draw is the plan's, not the run's.
+    assert [ContentStrategistAgent.draw_arm(i, "x", {"arm_weights": {"x": arms}}) for i in insights] == [
+        Arm.parse(drawn[i.pk]) for i in insights
+    ]
+    for plan in ContentPlan.objects.filter(platform="x"):
+        arm = Arm.parse(plan.weights["arm"]["key"])
+        assert plan.format == arm.format
+        assert plan.scheduled_for.hour in BUCKETS[arm.bucket]
+    assert "arm.fallback_slot" not in counters
+
+
+def test_an_arm_whose_time_of_day_is_full_falls_back_to_any_free_slot() -> None:
+    insight = _insight()
+
+    # X has no night slot outside the quiet hours (0-6).
+    counters = _run(platforms=["x"], arm_weights={"x": {"single_post|night|plain": 1.0}})
+
+    plan = ContentPlan.objects.get(insight=insight)
+    assert plan.scheduled_for == _at(3, 11)
+    assert plan.weights["arm"]["bucket"] == "night"
+    assert counters["arm.fallback_slot"] == 1
+
+
+def test_platforms_without_arm_weights_plan_as_before() -> None:
+    insight = _insight(confidence=0.85)
+
+    _run(arm_weights={"x": {}, "discord": {"single_post|afternoon|plain": 1.0}})
+
+    plans = {p.platform: p for p in ContentPlan.objects.filter(insight=insight)}
+    assert {p: (plan.format, plan.scheduled_for) for p, plan in plans.items()} == {
+        "x": (ContentFormat.X_THREAD, _at(3, 11)),
+        "telegram": (ContentFormat.TELEGRAM_CHART_POST, _at(3, 12)),
+        "discord": (ContentFormat.SINGLE_POST, _at(3, 13)),
+    }
+    assert "arm" not in plans["x"].weights
+    assert "arm" not in plans["telegram"].weights
+
+
+def test_the_schedule_finds_the_first_free_slot_in_a_time_of_day() -> None:
+    schedule = Schedule(
+        now=_at(3, 8, 15),
+        slots={"x": ["09:00", "13:00", "19:00"]},
+        caps={"x": 8},
+        quiet=frozenset(),
+        horizon_days=1,
+        booked={"x": [_at(3, 13)]},
+    )
+
+    assert schedule.next_free("x", bucket="morning") == _at(3, 9)
+    assert schedule.next_free("x", bucket="afternoon") == _at(4, 13)
+    assert schedule.next_free("x", bucket="evening") == _at(3, 19)
+    assert schedule.next_free("x", bucket="night") is None
+    assert schedule.next_free("x", bucket="afternoon", not_after=_at(4, 12)) is None
+
+
+def test_arm_tones_may_name_the_creation_agents_own_presets() -> None:
+    AgentConfigFactory.create(agent_name="content_creation", parameters={"tones": {"bold": {"emoji": True}}})
+
+    params = ContentStrategistAgent.validate_parameters(
+        {"arm_weights": {"x": {"single_post|morning|bold": 1}}}
+    )
+
+    assert params["arm_weights"] == {"x": {"single_post|morning|bold": 1}}
+
+
+@pytest.mark.parametrize(
+    ("arm_weights", "message"),
+    [
+        ({"myspace": {"single_post|morning|plain": 1.0}}, "unknown platform 'myspace'"),
+        ({"x": ["single_post|morning|plain"]}, "arm_weights.x must be a table"),
+        ({"x": {"single_post|morning": 1.0}}, "an arm is format|bucket|tone"),
+        ({"x": {"discord_embed|morning|plain": 1.0}}, "'discord_embed' is not a format for that platform"),
+        ({"x": {"single_post|brunch|plain": 1.0}}, "'brunch' is not a time of day"),
+        ({"x": {"single_post|morning|bold": 1.0}}, "'bold' is not a tone preset of content_creation"),
+        ({"x": {"single_post|morning|plain": -0.5}}, "must be a number, 0 or more"),
+        ({"x": {"single_post|morning|plain": 0, "x_thread|evening|plain": 0.0}}, "at least one weight"),
+    ],
+)
+def test_arm_weights_are_checked(arm_weights: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        ContentStrategistAgent.validate_parameters({"arm_weights": arm_weights})

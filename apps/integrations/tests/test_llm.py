@@ -172,6 +172,25 @@ def test_a_question_opening_starts_with_the_question() -> None:
     assert "$3,120.50" in text
 
 
+@pytest.mark.parametrize("seed", range(12))
+def test_a_statement_opening_asks_nothing_before_the_finding(seed: int) -> None:
+    brief = WritingBrief(
+        platform="x",
+        format="single_post",
+        insight_type="bollinger_breakout_up",
+        symbol="BTC/USDT",
+        headline="",
+        evidence={"close": 105, "upper": 104, "period": 20, "stddev": 2.0},
+        max_chars=280,
+        tone={"opening": "statement"},
+        seed=seed,
+    )
+
+    text = TemplateWriter().write(brief)
+
+    assert "?" not in text.split("\n")[0].split(". ")[0]
+
+
 def test_every_insight_type_reads_well_with_full_evidence() -> None:
     evidence = {
         "price_move": {"close": 64123.45, "change_pct": -5.31, "window_hours": 24},

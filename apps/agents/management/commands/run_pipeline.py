@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from datetime import datetime
 from typing import Any
 
@@ -22,7 +21,7 @@ from django.utils import timezone
 
 from apps.agents import registry, selectors
 from apps.agents.models import AgentRun, AgentRunStatus, PipelineRun, RunTrigger
-from apps.agents.orchestrator import InvalidPipeline
+from apps.agents.orchestrator import InvalidPipeline, run_in_this_process
 from apps.agents.services import agent_run_changed, pipeline_run_start
 from coinlink.celery import app as celery_app
 
@@ -138,17 +137,6 @@ class ProgressDisplay:
             self.refresh()
 
 
-@contextmanager
-def _in_process() -> Iterator[None]:
-    """Celery tasks run right here, whatever broker is configured."""
-    eager = celery_app.conf.task_always_eager
-    celery_app.conf.task_always_eager = True
-    try:
-        yield
-    finally:
-        celery_app.conf.task_always_eager = eager
-
-
 class Command(BaseCommand):
     help = "Run a pipeline of the agents (all registered agents unless --agents) and show its progress."
 
@@ -195,7 +183,7 @@ class Command(BaseCommand):
         return list(dict.fromkeys(names))
 
     def _start(self, agent_names: list[str] | None, display: ProgressDisplay, *, once: bool) -> PipelineRun:
-        with _in_process() if once else nullcontext():
+        with run_in_this_process() if once else nullcontext():
             try:
                 # The canvas is sent when this block commits, so the display knows which run to follow
                 # before the first agent moves (with --once, everything happens during the commit).
