@@ -24,7 +24,7 @@ from apps.accounts.factories import UserFactory
 from apps.accounts.models import User
 from apps.agents.factories import PerformanceSnapshotFactory
 from apps.agents.models import AgentConfig, PerformanceSnapshot
-from apps.agents.services import agent_config_sync
+from apps.agents.services import agent_config_clean_parameters, agent_config_sync
 from apps.billing.factories import PlanFactory, SubscriptionFactory
 from apps.billing.models import (
     BillingCustomer,
@@ -39,11 +39,14 @@ from apps.billing.services.subscriptions import billing_customer_link
 from apps.community.factories import CommunityUserFactory, PlatformIdentityFactory, UserInteractionFactory
 from apps.community.models import CommunityUser, InteractionKind, PlatformIdentity, UserInteraction
 from apps.content import limits
+from apps.content.agents.publishing import PublishingAgent
+from apps.content.agents.strategist import ContentStrategistAgent
 from apps.content.factories import ExclusiveContentFactory, PublishedContentFactory
 from apps.content.models import ContentFormat, ExclusiveContent, PublishedContent
 from apps.core.models import Platform
-from apps.experiments.models import ABTest, ABTestVariant, Assignment
+from apps.experiments.models import ABTest, ABTestVariant, Assignment, Hypothesis, Outcome
 from apps.integrations.market_simulator import simulate_ohlcv
+from apps.learning.models import AlertRule
 from apps.market.agents import AnalysisAgent
 from apps.market.factories import MarketDataFactory, NewsArticleFactory, SentimentDataFactory
 from apps.market.models import Insight, MarketData, NewsArticle, SentimentData
@@ -141,12 +144,52 @@ def seed_demo(*, anchor: dt.datetime | None = None) -> SeedReport:
         _seed_community(anchor, posts, report)
         _seed_members(anchor, plans, report)
         _seed_exclusive(anchor, report)
-        _seed_experiment(posts, report)
+        _seed_experiment(anchor, posts, report)
         _seed_moderation(anchor, report)
         _seed_snapshots(anchor, report)
         # Every agent in the admin with its schedule from the start, not only once beat first runs.
         report.add(AgentConfig._meta.db_table, len(agent_config_sync()))
+        _seed_posting_plan()
     return report
+
+
+# The demo creator posts a dozen times a day on X (under the free API tier's 17) and six on Telegram and
+# Discord: the volume at which a fortnight decides an A/B test on posts.
+DEMO_SLOTS = {
+    "x": [
+        "07:00",
+        "08:00",
+        "09:00",
+        "10:00",
+        "11:00",
+        "12:00",
+        "13:00",
+        "15:00",
+        "17:00",
+        "19:00",
+        "20:00",
+        "21:00",
+    ],
+    "telegram": ["08:00", "10:00", "12:00", "16:00", "19:00", "21:00"],
+    "discord": ["09:00", "11:00", "13:00", "17:00", "19:00", "21:00"],
+}
+DEMO_DAILY_CAPS = {"x": 12, "telegram": 6, "discord": 6}
+
+
+def _seed_posting_plan() -> None:
+    """The demo creator's posting times and caps, set once as an operator would in the admin (a later edit
+    there is kept: parameters already set are not overwritten)."""
+    for agent, wanted in (
+        (ContentStrategistAgent, {"slots": DEMO_SLOTS, "daily_caps": DEMO_DAILY_CAPS}),
+        (PublishingAgent, {"daily_caps": DEMO_DAILY_CAPS}),
+    ):
+        config, _ = AgentConfig.objects.get_or_create(agent_name=agent.name)
+        missing = {key: value for key, value in wanted.items() if key not in config.parameters}
+        if missing:
+            config.parameters = agent_config_clean_parameters(
+                agent_name=agent.name, parameters={**config.parameters, **missing}
+            )
+            config.save(update_fields=["parameters", "updated_at"])
 
 
 def _seed_plans(report: SeedReport) -> dict[str, Plan]:
@@ -528,24 +571,30 @@ def _seed_exclusive(anchor: dt.datetime, report: SeedReport) -> None:
         report.add("exclusive_content", 1)
 
 
-def _seed_experiment(posts: list[PublishedContent], report: SeedReport) -> None:
+def _seed_experiment(anchor: dt.datetime, posts: list[PublishedContent], report: SeedReport) -> None:
+    """A running test on posts with its seeded posts exposed and measured (as publishing and the analytics
+    agent record them), the operators' queue of what to test next, and an alert rule on the agents."""
     test, created = ABTest.objects.get_or_create(
         slug="post-opening-line",
         defaults={
             "name": "Opening line: question vs statement",
             "subject": ABTest.Subject.POST,
-            "hypothesis": "Opening with a question earns more replies than opening with a statement.",
+            "hypothesis": "Opening with a question earns more engagement than opening with the finding.",
             "metric": "engagement_rate",
             "status": ABTest.Status.RUNNING,
-            "started_at": posts[0].published_at if posts else timezone.now(),
+            # Started a fortnight ago, so that a replayed fortnight (replay_fortnight) falls inside it.
+            "started_at": anchor - dt.timedelta(days=14),
+            "horizon_days": 28,
             "min_sample_size": 50,
+            # The interval is tightest around the exposures a fortnight of posts brings.
+            "sequential_tuning": 250,
         },
     )
     report.add("ab_tests", int(created))
     variants = {}
     for key, name, payload in (
-        ("A", "Statement", {"opening": "statement"}),
-        ("B", "Question", {"opening": "question"}),
+        ("A", "Statement opening", {"opening": "statement"}),
+        ("B", "Question opening", {"opening": "question"}),
     ):
         variant, created = ABTestVariant.objects.get_or_create(
             test=test, key=key, defaults={"name": name, "payload": payload, "is_control": key == "A"}
@@ -558,11 +607,73 @@ def _seed_experiment(posts: list[PublishedContent], report: SeedReport) -> None:
             variant=variants["AB"[i % 2]],
             subject_key=f"post:{post.external_id}",
             exposed_at=post.published_at,
-            value=post.engagement_rate,
         )
         for i, post in enumerate(posts)
     ]
     _bulk_insert(Assignment, rows, report)
+    assignments = Assignment.objects.filter(test=test, subject_key__in=[r.subject_key for r in rows])
+    rates = {f"post:{post.external_id}": post for post in posts if post.engagement_rate is not None}
+    outcomes = [
+        Outcome(
+            assignment=assignment,
+            test=test,
+            variant_id=assignment.variant_id,
+            metric="engagement_rate",
+            value=float(rates[assignment.subject_key].engagement_rate or 0.0),
+            recorded_at=rates[assignment.subject_key].published_at + dt.timedelta(hours=1),
+        )
+        for assignment in assignments
+        if assignment.subject_key in rates
+    ]
+    _bulk_insert(Outcome, outcomes, report)
+    for position, (title, subject, dimension, metric, payloads) in enumerate(DEMO_HYPOTHESES):
+        _, created = Hypothesis.objects.get_or_create(
+            title=title,
+            defaults={
+                "subject": subject,
+                "dimension": dimension,
+                "metric": metric,
+                "position": position,
+                "min_sample_size": 50,
+                "variants": [
+                    {"key": key, "name": name, "payload": payload, "weight": 1, "is_control": key == "A"}
+                    for key, name, payload in payloads
+                ],
+            },
+        )
+        report.add("experiment_hypotheses", int(created))
+    _, created = AlertRule.objects.get_or_create(
+        name="Publishing succeeds less than 90% of the time",
+        defaults={
+            "metric": "agent.success_rate",
+            "scope": "agent:publishing",
+            "comparison": AlertRule.Comparison.BELOW,
+            "threshold": 0.9,
+        },
+    )
+    report.add("alert_rules", int(created))
+
+
+# What the operators queued to test next: (title, subject, dimension, metric, variants (key, name, payload)).
+DEMO_HYPOTHESES: tuple[tuple[str, str, str, str, tuple[tuple[str, str, dict[str, object]], ...]], ...] = (
+    (
+        "A deeper first discount converts more offers",
+        "offer",
+        "offer_discount",
+        "conversion",
+        (
+            ("A", "20% off", {"offer": "promotion_code", "promotion_code": "WELCOME20"}),
+            ("B", "30% off", {"offer": "promotion_code", "promotion_code": "WELCOME30"}),
+        ),
+    ),
+    (
+        "Asking for views beats asking for follows",
+        "post",
+        "cta",
+        "engagement_rate",
+        (("A", "Follow", {"cta": "follow"}), ("B", "Discuss", {"cta": "discuss"})),
+    ),
+)
 
 
 # What the demo community says in its chats: three scams from two people and ordinary chatter, judged and acted

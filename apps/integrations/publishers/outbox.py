@@ -14,6 +14,7 @@ import datetime as dt
 import functools
 import json
 import math
+import random
 import re
 import uuid
 from typing import Any
@@ -24,6 +25,7 @@ from django.db import IntegrityError, transaction
 from django.urls import reverse
 from django.utils import timezone
 
+from apps.integrations import audience
 from apps.integrations.models import OutboxMessage
 from apps.integrations.publishers.base import DM_PREFIX, stable_hash
 from apps.integrations.types import InboundEvent, OutboundPost, PostMetrics, PublishResult
@@ -94,6 +96,12 @@ def personas() -> list[dict[str, Any]]:
     return list(json.loads(PERSONAS_FILE.read_text(encoding="utf-8"))["personas"])
 
 
+@functools.cache
+def _discord_members() -> int:
+    """The twin's Discord server: the personas who are on Discord."""
+    return sum(1 for persona in personas() if "discord" in persona)
+
+
 def _asset_in(text: str) -> str:
     for tag in re.findall(r"#([A-Za-z][A-Za-z0-9]{1,11})\b", text):
         if tag.lower() != "crypto":
@@ -111,6 +119,11 @@ def _pick_kind(platform: str, h: int) -> str:
             return kind
         roll -= weight
     return _KINDS[platform][0][0]
+
+
+# Engagement the platforms count per like in the metrics below: X likes, reposts (0.18) and quotes (0.04);
+# Telegram reactions (0.8) and forwards (0.1) over views (0.6 of reach).
+ENGAGEMENT_PER_LIKE = {"x": 1.22, "telegram": 1.5}
 
 
 class OutboxPublisher:
@@ -238,17 +251,48 @@ class OutboxPublisher:
         rows = OutboxMessage.objects.filter(platform=self.platform, external_id__in=external_ids)
         return [self._metrics(row, now) for row in rows.order_by("pk")]
 
+    @staticmethod
+    def _read(post: OutboxMessage) -> str:
+        """What people read first: the message, or an embed's description when the message is only the embed."""
+        if post.text.strip() or not post.embed:
+            return post.text
+        return str(post.embed.get("description", ""))
+
+    @staticmethod
+    def _format(post: OutboxMessage) -> str:
+        """The format a recorded message was posted in, as far as the audience can tell."""
+        if post.platform == "x":
+            return "x_thread" if len(post.parts) > 1 else "single_post"
+        if post.platform == "telegram":
+            return (
+                "telegram_chart_post"
+                if post.has_image
+                else ("long_post" if len(post.text) > 1000 else "single_post")
+            )
+        return "discord_embed" if post.embed else "single_post"
+
     def _metrics(self, post: OutboxMessage, now: dt.datetime) -> PostMetrics:
         h = stable_hash(post.external_id, "metrics")
         age_hours = max(0.0, (now - post.created_at).total_seconds() / 3600)
         # Reach saturates over about a day, like a real feed.
         reach = (300 + h % 2700) * (1 - math.exp(-age_hours / 8))
-        like_rate = 0.015 + (h >> 12) % 30 / 1000
+        # The simulated audience's taste (apps.integrations.audience), spread per post: the share of the people
+        # reached who engage. The replies the audience actually wrote count toward it; the rest are likes (and
+        # what follows likes), so the rate the analytics agent computes follows the audience.
+        rate = audience.observed_rate(
+            audience.expected_rate(
+                platform=self.platform,
+                format=self._format(post),
+                hour=post.created_at.astimezone(dt.UTC).hour,
+                tone=audience.tone_of_text(self._read(post)),
+            ),
+            random.Random(h),  # noqa: S311 - a simulation, seeded per post
+        )
         replies = sum(
             1 for e in self._audience(post) if e.kind in {"reply", "comment"} and e.occurred_at <= now
         )
-        likes = round(reach * like_rate)
         if self.platform == "x":
+            likes = round(max(0.0, rate * reach - replies) / ENGAGEMENT_PER_LIKE["x"])
             metrics = {
                 "impressions": round(reach),
                 "likes": likes,
@@ -258,11 +302,15 @@ class OutboxPublisher:
                 "bookmarks": round(likes * 0.12),
             }
         elif self.platform == "telegram":
+            likes = round(rate * reach / ENGAGEMENT_PER_LIKE["telegram"])
             metrics = {
                 "views": round(reach * 0.6),
                 "reactions": round(likes * 0.8),
                 "forwards": round(likes * 0.1),
             }
         else:
-            metrics = {"reactions": round(likes * 0.5), "replies": replies}
+            # Discord shows no views: the server's members see a post, and its rate counts reactions and
+            # replies per member active lately, so it scales with the twin's server rather than a feed's reach.
+            seen = _discord_members() * (1 - math.exp(-age_hours / 8))
+            metrics = {"reactions": round(max(0.0, rate * seen - replies)), "replies": replies}
         return PostMetrics(external_id=post.external_id, metrics=metrics)
