@@ -62,6 +62,7 @@ bench: install
 	$(BIN)/python bench/webhooks.py
 	$(BIN)/python bench/conversion.py
 	$(BIN)/python bench/moderation.py
+	$(BIN)/python bench/experiments.py
 
 clean:
 	rm -rf $(VENV) db.sqlite3 db.sqlite3-* var .pytest_cache .ruff_cache .mypy_cache

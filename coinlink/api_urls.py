@@ -16,6 +16,8 @@ from apps.accounts.api import MeView
 from apps.billing.api import KpiView
 from apps.content.api import ExclusiveContentViewSet, PublishedContentViewSet
 from apps.core.api import ApiDocsPermission
+from apps.experiments.api import ABTestViewSet
+from apps.learning.api import StrategyChangeViewSet
 from apps.market.api import InsightViewSet
 
 app_name = "api"
@@ -51,6 +53,8 @@ router = ApiRouter(singletons={"me": "me", "kpis": "kpis"})
 router.register("insights", InsightViewSet, basename="insight")
 router.register("published-content", PublishedContentViewSet, basename="published-content")
 router.register("exclusive", ExclusiveContentViewSet, basename="exclusive-content")
+router.register("experiments", ABTestViewSet, basename="experiment")
+router.register("strategy-changes", StrategyChangeViewSet, basename="strategy-change")
 
 v1_urlpatterns: list[URLPattern | URLResolver] = [
     path("me/", MeView.as_view(), name="me"),

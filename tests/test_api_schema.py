@@ -46,6 +46,8 @@ def test_api_root_links_every_endpoint(client: Client) -> None:
         "insights": "http://testserver/api/v1/insights/",
         "published-content": "http://testserver/api/v1/published-content/",
         "exclusive": "http://testserver/api/v1/exclusive/",
+        "experiments": "http://testserver/api/v1/experiments/",
+        "strategy-changes": "http://testserver/api/v1/strategy-changes/",
         "kpis": "http://testserver/api/v1/kpis/",
     }
 
@@ -69,6 +71,10 @@ def test_schema_documents_every_endpoint_and_method(client: Client) -> None:
         "/api/v1/me/": ["get", "patch"],
         "/api/v1/exclusive/": ["get"],
         "/api/v1/exclusive/{slug}/": ["get"],
+        "/api/v1/experiments/": ["get"],
+        "/api/v1/experiments/{slug}/": ["get"],
+        "/api/v1/strategy-changes/": ["get"],
+        "/api/v1/strategy-changes/{id}/": ["get"],
         "/api/v1/kpis/": ["get"],
     }
 
@@ -144,6 +150,10 @@ def test_schema_declares_the_errors_every_operation_can_give(client: Client) -> 
         "PATCH /api/v1/me/": ["200", "400", "403", "415", "429"],
         "GET /api/v1/exclusive/": ["200", "403", "404", "429"],
         "GET /api/v1/exclusive/{slug}/": ["200", "403", "404", "429"],
+        "GET /api/v1/experiments/": ["200", "400", "403", "404", "429"],
+        "GET /api/v1/experiments/{slug}/": ["200", "403", "404", "429"],
+        "GET /api/v1/strategy-changes/": ["200", "400", "403", "404", "429"],
+        "GET /api/v1/strategy-changes/{id}/": ["200", "403", "404", "429"],
         "GET /api/v1/kpis/": ["200", "400", "403", "429"],
     }
     for path, method, operation in _operations(schema):
@@ -186,6 +196,9 @@ def test_schema_says_an_empty_query_parameter_counts_as_absent(client: Client) -
 
     assert sorted(query) == [
         ("GET /api/v1/exclusive/", "page"),
+        ("GET /api/v1/experiments/", "page"),
+        ("GET /api/v1/experiments/", "status"),
+        ("GET /api/v1/experiments/", "subject"),
         ("GET /api/v1/insights/", "min_confidence"),
         ("GET /api/v1/insights/", "page"),
         ("GET /api/v1/insights/", "symbol"),
@@ -193,6 +206,10 @@ def test_schema_says_an_empty_query_parameter_counts_as_absent(client: Client) -
         ("GET /api/v1/kpis/", "period"),
         ("GET /api/v1/published-content/", "page"),
         ("GET /api/v1/published-content/", "platform"),
+        ("GET /api/v1/strategy-changes/", "agent_name"),
+        ("GET /api/v1/strategy-changes/", "origin"),
+        ("GET /api/v1/strategy-changes/", "page"),
+        ("GET /api/v1/strategy-changes/", "status"),
     ]
     for key, parameter in query.items():
         assert parameter["allowEmptyValue"] is True, key

@@ -8,4 +8,6 @@ app_name = "dashboard"
 
 urlpatterns = [
     path("", views.index, name="index"),
+    path("learning/", views.learning_page, name="learning"),
+    path("learning/figures/", views.learning_fragment, name="learning-fragment"),
 ]

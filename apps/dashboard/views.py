@@ -14,7 +14,7 @@ from django.views.decorators.http import require_safe
 
 from apps.billing.kpis import KpiReport, kpi_report
 from apps.core.models import format_money
-from apps.dashboard import selectors
+from apps.dashboard import charts, learning, selectors
 from apps.dashboard.routing import websocket_urlpatterns
 
 WS_PATH = "/" + next(str(p.pattern) for p in websocket_urlpatterns if p.name == "ws-dashboard")
@@ -62,13 +62,19 @@ def kpi_cards(report: KpiReport) -> list[KpiCard]:
     ]
 
 
-@require_safe
-def index(request: HttpRequest) -> HttpResponse:
+def _refuse_non_operators(request: HttpRequest) -> HttpResponse | None:
     user = request.user
     if not user.is_authenticated:
         return redirect_to_login(request.get_full_path(), reverse("admin:login"))
     if not (user.is_active and user.is_staff):
         raise PermissionDenied("The dashboard is for operators.")
+    return None
+
+
+@require_safe
+def index(request: HttpRequest) -> HttpResponse:
+    if (refused := _refuse_non_operators(request)) is not None:
+        return refused
     report = kpi_report()
     context = {
         "report": report,
@@ -85,3 +91,62 @@ def index(request: HttpRequest) -> HttpResponse:
         "max_pipeline_runs": selectors.RECENT_PIPELINE_RUNS,
     }
     return render(request, "dashboard/index.html", context)
+
+
+# The phase 4 agents: when one of them finishes, the learning page fetches its figures again.
+LEARNING_AGENTS = ("ab_testing", "strategy_tuning", "performance_analytics", "feedback_loop")
+
+
+def _learning_context() -> dict[str, object]:
+    tests = learning.ab_test_views()
+    for view in tests:
+        view.exposure_chart = charts.line_chart(
+            view.exposures, label=f"Cumulative exposures of {view.test.name} by variant", y_min=0
+        )
+        view.effect_charts = [
+            (metric, charts.interval_chart(rows, label=f"Effect on {metric} with its interval"))
+            for metric, rows in view.intervals.items()
+        ]
+    bandit = [
+        (
+            platform,
+            charts.line_chart(
+                series,
+                label=f"Bandit weights of the leading {platform} arms",
+                value_format=charts.share,
+                y_min=0,
+            ),
+        )
+        for platform, series in learning.bandit_series().items()
+    ]
+    return {
+        "tests": tests,
+        "bandit": bandit,
+        "changes": learning.strategy_change_list_recent(),
+        "control": learning.learning_control(),
+        "alerts": learning.alert_list_recent(),
+        "performance": learning.agent_performance_latest(),
+    }
+
+
+@require_safe
+def learning_page(request: HttpRequest) -> HttpResponse:
+    """Self-learning: experiments with their effects and exposure, the bandit's weights, the strategy
+    changes, the agents' performance and alerts; refreshed live when a phase 4 agent finishes."""
+    if (refused := _refuse_non_operators(request)) is not None:
+        return refused
+    context = {
+        **_learning_context(),
+        "ws_path": WS_PATH,
+        "learning_agents": " ".join(LEARNING_AGENTS),
+        "fragment_url": reverse("dashboard:learning-fragment"),
+    }
+    return render(request, "dashboard/learning.html", context)
+
+
+@require_safe
+def learning_fragment(request: HttpRequest) -> HttpResponse:
+    """The learning page's figures alone, which its script swaps in when they change."""
+    if (refused := _refuse_non_operators(request)) is not None:
+        return refused
+    return render(request, "dashboard/_learning_figures.html", _learning_context())

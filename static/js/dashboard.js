@@ -1,16 +1,12 @@
-// The operator dashboard's live lists: agent and pipeline runs arrive over the dashboard websocket and go to
-// the top of their list, replacing the row of the same run. No libraries; text only ever set as text.
+// The operator dashboard's live lists: agent and pipeline runs arrive over the dashboard websocket (live.js)
+// and go to the top of their list, replacing the row of the same run. No libraries; text only ever set as text.
 (function () {
   "use strict";
 
   var root = document.querySelector("[data-ws-path]");
-  if (!root || !("WebSocket" in window)) {
+  if (!root || !("WebSocket" in window) || !window.CoinLinkLive) {
     return;
   }
-  var statusNode = root.querySelector("[data-live-status]");
-  var FORBIDDEN = 4403;
-  var MAX_RETRY_DELAY = 30000;
-  var retryDelay = 1000;
 
   var STATUS_LABELS = {
     queued: "Queued",
@@ -23,12 +19,6 @@
     degraded: "Succeeded, degraded",
     cancelled: "Cancelled",
   };
-
-  function setStatus(text) {
-    if (statusNode) {
-      statusNode.textContent = text;
-    }
-  }
 
   function clock(iso) {
     var date = iso ? new Date(iso) : null;
@@ -126,44 +116,19 @@
     }
   }
 
-  function connect() {
-    var scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
-    var socket = new WebSocket(scheme + window.location.host + root.getAttribute("data-ws-path"));
-
-    socket.addEventListener("open", function () {
-      retryDelay = 1000;
-      setStatus("Live: new runs appear as they happen.");
-    });
-
-    socket.addEventListener("message", function (message) {
-      var data;
-      try {
-        data = JSON.parse(message.data);
-      } catch (error) {
-        return;
-      }
-      if (data && (data.event === "agent_run" || data.event === "pipeline_run")) {
+  window.CoinLinkLive.connect(
+    root,
+    function (data) {
+      if (data.event === "agent_run" || data.event === "pipeline_run") {
         prepend(data.event, data.payload);
-      } else if (data && data.event === "drafts_waiting" && data.payload) {
+      } else if (data.event === "drafts_waiting" && data.payload) {
         // The digest of new drafts waiting for approval: the count is the one the server just read.
         var counter = root.querySelector("[data-drafts-waiting]");
         if (counter) {
           counter.textContent = String(Number(data.payload.waiting) || 0);
         }
       }
-    });
-
-    socket.addEventListener("close", function (closed) {
-      if (closed.code === FORBIDDEN) {
-        setStatus("Live updates refused: log in again as an operator.");
-        return;
-      }
-      setStatus("Live updates lost; reconnecting…");
-      window.setTimeout(connect, retryDelay);
-      retryDelay = Math.min(retryDelay * 2, MAX_RETRY_DELAY);
-    });
-  }
-
-  setStatus("Connecting to live updates…");
-  connect();
+    },
+    "Live: new runs appear as they happen."
+  );
 })();

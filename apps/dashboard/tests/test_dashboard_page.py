@@ -132,13 +132,16 @@ def test_the_live_list_comes_from_a_static_script_told_the_websocket_path(staff_
     assert 'data-live-list="pipeline_run"' in page
     assert 'data-agent-run-url="/admin/agents/agentrun/0/change/"' in page
     scripts = re.findall(r"<script([^>]*)>(.*?)</script>", page, flags=re.DOTALL)
-    assert scripts == [(' src="/static/js/dashboard.js" defer', "")]
+    assert scripts == [(' src="/static/js/live.js" defer', ""), (' src="/static/js/dashboard.js" defer', "")]
     assert " style=" not in page
     script = finders.find("js/dashboard.js")
     assert script is not None
     source = Path(script).read_text(encoding="utf-8")
-    for needle in ("data-ws-path", '"agent_run"', '"pipeline_run"', "prepend"):
+    for needle in ("data-ws-path", '"agent_run"', '"pipeline_run"', "prepend", "CoinLinkLive.connect"):
         assert needle in source
+    live = finders.find("js/live.js")
+    assert live is not None
+    assert "new WebSocket" in Path(live).read_text(encoding="utf-8")
     assert "innerHTML" not in source  # run text is only ever set as text
     assert "http" not in source.replace("https:", "").replace("location.protocol", "")
 
