@@ -16,10 +16,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## Set up (virtualenv, install, migrate, demo data, operator account) and serve on the embedded default.
+## Set up (virtualenv, install, migrate, demo data and its replayed fortnight, operator account) and serve on
+## the embedded default.
 run: install
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py seed_demo
+	# A fortnight of the content funnel and the self-learning loop, once (about a minute on a fresh database).
+	$(BIN)/python manage.py replay_fortnight --unless-replayed
 	$(BIN)/python manage.py ensure_dev_operator
 	AGENT_PIPELINE_SCHEDULE="$${AGENT_PIPELINE_SCHEDULE-*/30 * * * *}" $(BIN)/python manage.py runserver $(HOST):$(PORT)
 

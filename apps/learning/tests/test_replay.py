@@ -53,6 +53,13 @@ def test_two_replayed_days_leave_the_loop_at_work() -> None:
     assert strategist.parameters["arm_weights"]
     assert "expected engagement under the learnt weights" in text
 
+    # make run's guard: a second start replays nothing.
+    runs_before = AgentRun.objects.count()
+    again = StringIO()
+    call_command("replay_fortnight", days=2, step_hours=3, unless_replayed=True, stdout=again)
+    assert "nothing replayed" in again.getvalue()
+    assert AgentRun.objects.count() == runs_before
+
 
 def test_the_expected_rate_of_a_strategy_weighs_its_arms() -> None:
     weights = {"x": {"x_thread|evening|question": 3.0, "single_post|morning|plain": 1.0}}

@@ -79,6 +79,11 @@ class Command(BaseCommand):
         parser.add_argument(
             "--step-hours", type=int, default=2, help="hours between funnel runs (default 2; 1 to 6)"
         )
+        parser.add_argument(
+            "--unless-replayed",
+            action="store_true",
+            help="do nothing when the database already holds agent runs from before yesterday (make run's guard)",
+        )
         parser.add_argument("--force", action="store_true", help="run even with DJANGO_ENV=production")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -99,6 +104,12 @@ class Command(BaseCommand):
 
         # Every task's line in the log would bury the day-by-day report.
         logging.getLogger("celery.app.trace").setLevel(logging.WARNING)
+        if (
+            options["unless_replayed"]
+            and AgentRun.objects.filter(queued_at__lt=timezone.now() - dt.timedelta(days=1)).exists()
+        ):
+            self.stdout.write("This database already has days of agent runs: nothing replayed.")
+            return
         end = timezone.now().replace(minute=0, second=0, microsecond=0)
         start = end - dt.timedelta(days=days)
         first_change = StrategyChange.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
