@@ -129,8 +129,9 @@ class PerformanceSnapshot(models.Model):
     """One observation of a KPI or performance figure. ``scope`` narrows it (a platform, a format, an agent)."""
 
     metric = models.CharField(max_length=60, help_text="e.g. mrr_minor, active_members, engagement_rate")
+    # Long enough for an experiment's effect series, test:<slug, 80>|variant:<key, 20>|metric:<name, 40>.
     scope = models.CharField(
-        max_length=100, blank=True, default="", help_text="e.g. platform:x, agent:analysis"
+        max_length=200, blank=True, default="", help_text="e.g. platform:x, agent:analysis"
     )
     value = models.FloatField()
     sample_size = models.PositiveIntegerField(null=True, blank=True)

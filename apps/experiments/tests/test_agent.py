@@ -209,3 +209,17 @@ def test_the_agent_decides_then_starts_the_next_test_per_subject() -> None:
     again = _run(NOW + dt.timedelta(days=1))
 
     assert (again.counters["evaluated"], again.counters["started"]) == (2, 0)
+
+
+def test_the_longest_names_fit_the_series_scopes() -> None:
+    slug = "s" * 80  # ABTest.slug's longest
+    key = "V" * 19  # ABTestVariant.key's longest is 20; the control is "A"
+    test = _offer_test("long", {"A": (30, 3), key: (30, 6)}, secondary_metrics=["conversion"])
+    ABTest.objects.filter(pk=test.pk).update(slug=slug)
+
+    ab_tests_evaluate(now=NOW)
+
+    scopes = set(
+        PerformanceSnapshot.objects.filter(metric="experiment.effect").values_list("scope", flat=True)
+    )
+    assert f"test:{slug}|variant:{key}|metric:conversion" in scopes
