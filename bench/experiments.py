@@ -267,7 +267,6 @@ def arm_space(platform: str) -> ArmSpace:
     from apps.content import limits
     from apps.content.agents.creation import ContentCreationAgent
     from apps.content.agents.strategist import (
-        BUCKETS,
         PLATFORM_FORMATS,
         Arm,
         ContentStrategistAgent,
@@ -284,8 +283,8 @@ def arm_space(platform: str) -> ArmSpace:
     ]
 
     def expected(arm: Any, bucket: str) -> float:
-        return audience.expected_rate(
-            platform=platform, format=arm.format, hour=BUCKETS[bucket][0], tone=tones[arm.tone]
+        return audience.arm_expected_rate(
+            platform=platform, format=arm.format, bucket=bucket, tone=tones[arm.tone]
         )
 
     return ArmSpace(
@@ -418,17 +417,17 @@ def run_bandit_platform(platform: str, size: ReplaySize, *, drift: bool) -> None
         f"(best arm then {drifted_best}):"
     )
     with stopwatch() as took:
-        drift = {
+        after_drift = {
             "round-robin": runs("round_robin", drift=True),
             "Thompson, no decay": runs("thompson", drift=True),
             f"Thompson, half-life {HALF_LIFE_POSTS} posts": runs(
                 "thompson", drift=True, half_life=HALF_LIFE_POSTS
             ),
         }
-    late_base = statistics.mean(r.regret_late for r in drift["round-robin"])
+    late_base = statistics.mean(r.regret_late for r in after_drift["round-robin"])
     drifted_top = int(space.drifted.argmax())
     rows = []
-    for label, results in drift.items():
+    for label, results in after_drift.items():
         late = statistics.mean(r.regret_late for r in results)
         rows.append(
             [

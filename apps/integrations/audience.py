@@ -26,19 +26,15 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from apps.core.timeofday import BUCKETS, bucket_of
+
 BASE_RATE = {"x": 0.03, "telegram": 0.05, "discord": 0.08}
 FORMAT_FACTOR = {
     "x": {"single_post": 1.0, "x_thread": 1.2},
     "telegram": {"single_post": 0.9, "telegram_chart_post": 1.15, "long_post": 1.0},
     "discord": {"single_post": 1.0, "discord_embed": 1.1},
 }
-# UTC parts of the day, and the hours each covers.
-BUCKETS = {
-    "night": range(0, 6),
-    "morning": range(6, 12),
-    "afternoon": range(12, 18),
-    "evening": range(18, 24),
-}
+# Per part of the day (apps.core.timeofday).
 BUCKET_FACTOR = {"night": 0.7, "morning": 1.0, "afternoon": 1.1, "evening": 1.25}
 # Multiplied together for every tone key a post has.
 TONE_FACTOR = {
@@ -52,10 +48,6 @@ TONE_FACTOR = {
 NOISE_SIGMA = 0.35
 
 
-def bucket_of(hour: int) -> str:
-    return next(name for name, hours in BUCKETS.items() if hour in hours)
-
-
 def expected_rate(*, platform: str, format: str, hour: int, tone: Mapping[str, Any] | None = None) -> float:
     """The mean engagement rate of posts like this one."""
     rate = BASE_RATE.get(platform, 0.03)
@@ -64,6 +56,12 @@ def expected_rate(*, platform: str, format: str, hour: int, tone: Mapping[str, A
     for key, value in (tone or {}).items():
         rate *= TONE_FACTOR.get((key, value), 1.0)
     return rate
+
+
+def arm_expected_rate(*, platform: str, format: str, bucket: str, tone: Mapping[str, Any] | None) -> float:
+    """The mean engagement rate of an arm's posts (a format, a part of the day, a tone), at the first hour of
+    its part of the day: what a replay or a benchmark measures a strategy against."""
+    return expected_rate(platform=platform, format=format, hour=BUCKETS[bucket].start, tone=tone)
 
 
 def observed_rate(expected: float, rng: random.Random) -> float:

@@ -41,9 +41,9 @@ from apps.content.agents.strategist import (
     PLATFORM_FORMATS,
     Arm,
     ContentStrategistAgent,
-    bucket_of,
     buckets_with_slots,
 )
+from apps.core.timeofday import bucket_of
 from apps.experiments.models import ABTest
 from apps.experiments.selectors import ab_test_list_decided
 from apps.experiments.stats import beta_posterior

@@ -36,6 +36,7 @@ from apps.content import limits, selectors, services
 from apps.content.agents.creation import ContentCreationAgent
 from apps.content.models import ContentFormat
 from apps.core.models import Platform
+from apps.core.timeofday import BUCKETS
 from apps.market.models import Insight
 
 FACTORS = ("confidence", "insight_type", "recency", "platform")
@@ -50,18 +51,7 @@ PLATFORM_FORMATS: dict[str, frozenset[str]] = {
     ),
     Platform.DISCORD: frozenset({ContentFormat.SINGLE_POST, ContentFormat.DISCORD_EMBED}),
 }
-# The times of day an arm can ask for: UTC hours, start included, end not.
-BUCKETS: dict[str, range] = {
-    "night": range(0, 6),
-    "morning": range(6, 12),
-    "afternoon": range(12, 18),
-    "evening": range(18, 24),
-}
 ARM_SEPARATOR = "|"
-
-
-def bucket_of(hour: int) -> str:
-    return next(name for name, hours in BUCKETS.items() if hour in hours)
 
 
 @dataclass(frozen=True)

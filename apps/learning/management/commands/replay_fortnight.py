@@ -58,13 +58,12 @@ def strategy_expected_rate(
     same arms, and of the best of them, so a replay can say how far the strategy moved toward the best."""
     figures = {}
     for platform, arms in arm_weights.items():
-        rates = {}
-        for key in arms:
-            arm = Arm.parse(key)
-            hour = audience.BUCKETS[arm.bucket].start
-            rates[key] = audience.expected_rate(
-                platform=platform, format=arm.format, hour=hour, tone=tones.get(arm.tone, {})
+        rates = {
+            key: audience.arm_expected_rate(
+                platform=platform, format=arm.format, bucket=arm.bucket, tone=tones.get(arm.tone, {})
             )
+            for key, arm in ((key, Arm.parse(key)) for key in arms)
+        }
         total = sum(arms.values()) or 1.0
         learnt = sum(rates[key] * weight for key, weight in arms.items()) / total
         figures[platform] = (learnt, sum(rates.values()) / len(rates), max(rates.values()))
