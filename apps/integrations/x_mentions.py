@@ -6,7 +6,6 @@ mentions bucket); the offline twin plays the outbox audience's replies and menti
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -41,29 +40,6 @@ def fetch_mentions(*, since_id: str = "") -> MentionsPage:
     publisher = XPublisher.from_settings()
     # The publisher's own reads: the same account, client, breaker and rate-limit buckets.
     me = publisher._my_user_id()
-    events: list[InboundEvent] = []
-    newest = ""
-    token = None
-    for _ in range(MENTION_PAGES):
-        response = publisher._call(
-            functools.partial(
-                publisher.client.get_users_mentions,
-                id=me,
-                since_id=since_id or None,
-                max_results=100,
-                pagination_token=token,
-                tweet_fields=["created_at", "author_id", "conversation_id", "referenced_tweets"],
-                expansions=["author_id"],
-                user_fields=["username", "name"],
-                user_auth=True,
-            ),
-            bucket="mentions",
-        )
-        newest = newest or str(response.meta.get("newest_id") or "")
-        users = {str(u.id): u for u in response.includes.get("users", [])}
-        events += [publisher._event(tweet, users) for tweet in response.data or []]
-        token = response.meta.get("next_token")
-        if not token:
-            break
+    events, newest = publisher.mentions(since_id=since_id, pages=MENTION_PAGES)
     mine = [e for e in events if e.author_id != me]
     return MentionsPage(tuple(sorted(mine, key=lambda e: (e.occurred_at, e.external_id))), newest)

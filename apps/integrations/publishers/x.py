@@ -204,15 +204,24 @@ class XPublisher:
 
     def fetch_inbound(self, *, since: dt.datetime | None) -> list[InboundEvent]:
         """Mentions of the account, which include every reply to its posts."""
+        return self.mentions(since=since)[0]
+
+    def mentions(
+        self, *, since: dt.datetime | None = None, since_id: str = "", pages: int = MENTION_PAGES
+    ) -> tuple[list[InboundEvent], str]:
+        """The account's mentions after ``since`` (a time) or ``since_id`` (a tweet id), up to ``pages``
+        pages of 100, and the newest id X reported (empty when there were none)."""
         me = self._my_user_id()
+        after: dict[str, Any] = {"since_id": since_id} if since_id else {"start_time": since}
         events: list[InboundEvent] = []
+        newest = ""
         token = None
-        for _ in range(MENTION_PAGES):
+        for _ in range(pages):
             response = self._call(
                 functools.partial(
                     self.client.get_users_mentions,
                     id=me,
-                    start_time=since,
+                    **after,
                     max_results=100,
                     pagination_token=token,
                     tweet_fields=["created_at", "author_id", "conversation_id", "referenced_tweets"],
@@ -222,13 +231,13 @@ class XPublisher:
                 ),
                 bucket="mentions",
             )
+            newest = newest or str(response.meta.get("newest_id") or "")
             users = {str(u.id): u for u in response.includes.get("users", [])}
-            for tweet in response.data or []:
-                events.append(self._event(tweet, users))
+            events += [self._event(tweet, users) for tweet in response.data or []]
             token = response.meta.get("next_token")
             if not token:
                 break
-        return events
+        return events, newest
 
     def _event(self, tweet: tweepy.Tweet, users: dict[str, Any]) -> InboundEvent:
         replied_to = next(
