@@ -42,20 +42,15 @@ class DiscordBotHandler:
     """``apps.integrations.discord_gateway.DiscordGatewayHandler`` for CoinLink."""
 
     def member_joined(self, member: DiscordMemberView) -> None:
-        services.inbound_membership_record(
-            platform=Platform.DISCORD,
-            user_id=member.user.id,
-            username=member.user.username,
-            display_name=member.user.display_name,
-            is_bot=member.user.is_bot,
-            space=member.guild_id,
-            joined=True,
-            at=member.at,
-        )
+        self._membership(member, joined=True)
         if not member.user.is_bot:
             services.discord_member_access_apply(discord_user_id=member.user.id)
 
     def member_left(self, member: DiscordMemberView) -> None:
+        self._membership(member, joined=False)
+
+    @staticmethod
+    def _membership(member: DiscordMemberView, *, joined: bool) -> None:
         services.inbound_membership_record(
             platform=Platform.DISCORD,
             user_id=member.user.id,
@@ -63,7 +58,7 @@ class DiscordBotHandler:
             display_name=member.user.display_name,
             is_bot=member.user.is_bot,
             space=member.guild_id,
-            joined=False,
+            joined=joined,
             at=member.at,
         )
 
